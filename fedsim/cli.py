@@ -1,0 +1,124 @@
+"""The ``fedsim`` command line. Every user error exits with code 2 and a message that says
+what to change; nothing is written before the experiment validates."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fedsim.errors import FedsimError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+                  help="Simulate federated learning at the wireless edge (Flower on Ray).")
+err = Console(stderr=True)
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def _fail(exc: FedsimError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    experiment: Annotated[Path | None, typer.Argument(help="experiment TOML file; omit for the quickstart")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override KEY.PATH=VALUE (repeatable)")] = None,
+    engine: Annotated[str | None, typer.Option(help="ray (default) or inline")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="join an existing Ray cluster, e.g. 127.0.0.1:6379")] = None,
+    out: Annotated[Path | None, typer.Option(help="parent folder for run directories (default: runs)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Run an experiment and write its run directory.
+
+    Examples:
+
+        fedsim run                                   # the embedded quickstart
+        fedsim run experiments/quickstart.toml --set rounds=20 --set workload.num_ues=10
+        fedsim run experiments/quickstart.toml --engine inline
+        fedsim run experiments/quickstart.toml --ray-address 127.0.0.1:6379
+    """
+    from fedsim.config import load_experiment
+
+    overrides = list(set_ or [])
+    if engine is not None:
+        overrides.append(f"engine.name={engine}")
+    if ray_address is not None:
+        overrides.append(f"engine.ray_address={ray_address}")
+    if out is not None:
+        overrides.append(f"output.dir={str(out)!r}")
+    try:
+        cfg = load_experiment(experiment, overrides)
+    except FedsimError as exc:
+        _fail(exc)
+    from fedsim.runner import run_experiment
+
+    try:
+        run_dir = run_experiment(cfg, quiet=quiet)
+    except FedsimError as exc:
+        _fail(exc)
+    import json
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    final = summary.get("final", {})
+    shown = ", ".join(f"{k}={final[k]:.4g}" for k in ("loss", "accuracy", "gap") if k in final)
+    typer.echo(f"{summary['status']}: {summary['rounds']} rounds in {summary['wall_s']:.1f} s; {shown}")
+    typer.echo(f"run directory: {run_dir}")
+
+
+@app.command()
+def plot(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
+    metric: Annotated[list[str] | None, typer.Option(help="metric to plot (repeatable); default loss, accuracy, gap")] = None,
+    x: Annotated[str, typer.Option(help="x axis: round or sim_time")] = "round",
+    out: Annotated[Path | None, typer.Option(help="output file without extension (PNG and PDF are written)")] = None,
+) -> None:
+    """Overlay runs; runs that differ only in seed become a median line with an IQR band.
+
+    Example: fedsim plot runs/a-* runs/b-* --metric gap --x sim_time --out figs/gap
+    """
+    from fedsim.plots import plot_runs
+
+    target = out or (run_dirs[0] / "figures" / f"{'-'.join(metric or ['default'])}-vs-{x}")
+    try:
+        written = plot_runs(run_dirs, metrics=metric, x=x, out=target)
+    except FedsimError as exc:
+        _fail(exc)
+    for p in written:
+        typer.echo(str(p))
+
+
+@app.command("list")
+def list_experiments() -> None:
+    """List the experiment files shipped in experiments/."""
+    files = sorted(EXPERIMENTS_DIR.glob("*.toml"))
+    if not files:
+        typer.echo(f"no experiments found in {EXPERIMENTS_DIR}")
+        return
+    for f in files:
+        desc = ""
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.startswith("#"):
+                desc = line.lstrip("# ").strip()
+                break
+        try:
+            name = tomllib.loads(f.read_text(encoding="utf-8")).get("name", f.stem)
+        except tomllib.TOMLDecodeError:
+            name = f.stem
+        typer.echo(f"{str(f.relative_to(EXPERIMENTS_DIR.parent)):<40} {name:<24} {desc}")
+
+
+def main() -> None:
+    try:
+        app()
+    except FedsimError as exc:  # pragma: no cover - commands catch their own
+        err.print(f"error: {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

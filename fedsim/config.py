@@ -1,0 +1,245 @@
+"""Typed experiment configuration: TOML files validated by pydantic, with ``--set`` overrides.
+
+Every section has defaults, so an experiment file holds only what differs. Invalid input
+raises :class:`fedsim.errors.ConfigError` naming the key path, the bad value and what is
+allowed; nothing is written to disk before validation succeeds.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedsim.errors import ConfigError
+from fedsim.workloads import WORKLOAD_NAMES, WorkloadConfig
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "experiments" / "quickstart.toml"
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys and NaN/inf are errors."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+
+class LrConfig(Section):
+    """Step size eta_s at global step s = r*K + k.
+
+    ``constant``: eta. ``inverse``: theta / (s + gamma) (the strongly convex schedule of the
+    theory). ``cosine``: from eta down to eta_min over all rounds*K steps.
+    """
+
+    schedule: Literal["constant", "inverse", "cosine"] = "constant"
+    eta: float = Field(0.1, gt=0, le=100)
+    theta: float = Field(4.0, gt=0)
+    gamma: float = Field(8.0, gt=0)
+    eta_min: float = Field(0.0, ge=0)
+
+
+class TrainConfig(Section):
+    """UE-side training: K local SGD steps per round."""
+
+    local_steps: int = Field(1, ge=1, le=100_000)
+    lr: LrConfig = LrConfig()
+
+
+StrategyName = Literal["server-digital"]
+STRATEGY_NAMES: tuple[str, ...] = ("server-digital",)
+
+
+class StrategyConfig(Section):
+    """The algorithm. ``server-digital``: error-free FedAvg (FedSGD when K = 1)."""
+
+    name: StrategyName = "server-digital"
+    fraction: float = Field(1.0, gt=0, le=1, description="fraction of UEs sampled per round")
+
+
+class TimingConfig(Section):
+    """Simulated wall clock (seconds)."""
+
+    tau_cp: float = Field(1e-3, ge=0, description="compute time of one local step [s]")
+    tau_cm: float = Field(0.0, ge=0, description="communication latency of one exchange [s]")
+
+
+class EngineConfig(Section):
+    """How the Flower apps run. ``ray``: Flower's simulation runtime on Ray; ``inline``: an
+    in-process Grid (no Ray). Both give identical metrics for the same seed."""
+
+    name: Literal["ray", "inline"] = "ray"
+    ray_address: str | None = Field(None, description="join an existing Ray cluster")
+    num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs for a local Ray")
+    cpus_per_ue: float = Field(1.0, gt=0, le=64)
+    object_store_mb: int = Field(512, ge=80, le=65536)
+
+
+class OutputConfig(Section):
+    """Where results go."""
+
+    dir: str = Field("runs", min_length=1)
+    plot: bool = True
+
+
+class ExperimentConfig(Section):
+    """A whole experiment. See experiments/*.toml and the README for examples."""
+
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.+-]{1,80}$")
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    rounds: int = Field(50, ge=1, le=1_000_000)
+    eval_every: int = Field(1, ge=1)
+    workload: WorkloadConfig = Field(default_factory=lambda: _default_workload())
+    train: TrainConfig = TrainConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    timing: TimingConfig = TimingConfig()
+    engine: EngineConfig = EngineConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> ExperimentConfig:
+        if self.train.lr.schedule == "cosine" and self.train.lr.eta_min > self.train.lr.eta:
+            raise ValueError("train.lr.eta_min must not exceed train.lr.eta")
+        return self
+
+
+def _default_workload() -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(WorkloadConfig).validate_python({"name": "synthetic-logreg"})
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=1.5"`` -> (["a", "b"], 1.5). Values are read as TOML, else taken as strings."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, for example workload.num_ues=10")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".")]
+    if not key.strip() or any(not p for p in path):
+        raise ConfigError(f"--set {item!r}: empty key path")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``key.path=value`` in a copy of ``data``."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file, turning every failure into a ConfigError."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"experiment file not found: {p}")
+    if not p.is_file():
+        raise ConfigError(f"experiment path is not a file: {p}")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a UTF-8 text file ({exc.reason})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: malformed TOML: {exc}") from None
+
+
+def validate(data: dict[str, Any], source: str = "experiment") -> ExperimentConfig:
+    """Validate a plain dict into an ExperimentConfig or raise a readable ConfigError."""
+    _reject_non_finite(data, [])
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid configuration\n" + format_errors(exc)) from None
+
+
+def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load ``path`` (the embedded quickstart when None), apply overrides, validate."""
+    source = str(path) if path is not None else str(QUICKSTART)
+    data = read_toml(source)
+    data = apply_overrides(data, overrides or [])
+    return validate(data, source)
+
+
+def to_toml_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The fully resolved config as TOML-writable data (None values dropped)."""
+    return cfg.model_dump(mode="json", exclude_none=True)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _reject_non_finite(node: Any, path: list[str]) -> None:
+    # TOML allows nan/inf literals; no fedsim setting accepts them.
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _reject_non_finite(v, [*path, str(k)])
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _reject_non_finite(v, [*path, str(i)])
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{'.'.join(path)}: got {node!r}; NaN and infinity are not allowed")
+
+
+_TAGS = set(WORKLOAD_NAMES) | set(STRATEGY_NAMES)
+
+
+def format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"] if str(p) not in _TAGS]
+        key = ".".join(loc) or "(top level)"
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(err["loc"][:-1])
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"  {key}: unknown key{hint}")
+        elif err["type"] == "union_tag_invalid":
+            lines.append(f"  {key}.name: {err['msg']}")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {value!r})")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model at ``loc`` (best effort, for error messages)."""
+    model: Any = ExperimentConfig
+    for part in loc:
+        part = str(part)
+        if part in WORKLOAD_NAMES:
+            model = _workload_class(part)
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if model is None:
+            return []
+    return sorted(getattr(model, "model_fields", {}).keys())
+
+
+def _workload_class(name: str) -> Any:
+    from typing import get_args
+
+    union = get_args(WorkloadConfig)[0]
+    for cls in get_args(union):
+        if cls.model_fields["name"].default == name:
+            return cls
+    return None

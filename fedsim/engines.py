@@ -1,0 +1,163 @@
+"""Two engines over the same Flower ServerApp and ClientApp.
+
+``inline``: :class:`InlineGrid`, a synchronous in-process ``Grid`` that calls the ClientApp
+directly, keeping one ``Context`` (and so one ``context.state``) per node. No Ray.
+
+``ray``: Flower's simulation runtime (``run_simulation``) on its Ray backend, one CPU per
+client actor, no dashboard, loopback only, quiet, bounded object store, private temp dir
+that is removed afterwards. With ``ray_address`` it joins an existing cluster instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedsim.config import EngineConfig
+
+SERVER_NODE_ID = 0
+CLIENT_EXCEPTION_CODE = 1  # same meaning as Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+
+
+class InlineGrid(Grid):
+    """A Grid whose nodes are ClientApp calls in this process, answered immediately.
+
+    Node ids are 1..N and node ``i`` serves partition ``i - 1``. A ClientApp exception becomes
+    an error reply, as on Flower's runtime, so the ServerApp sees the same thing on both engines.
+    """
+
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1):
+        self.client_app = client_app
+        self._run = Run.create_empty(run_id)
+        self._contexts = {
+            node: Context(
+                run_id=run_id,
+                node_id=node,
+                node_config={"partition-id": node - 1, "num-partitions": num_nodes},
+                state=RecordDict(),
+                run_config={},
+            )
+            for node in range(1, num_nodes + 1)
+        }
+        self._ids = itertools.count(1)
+        self._replies: dict[str, Message] = {}
+
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
+                       ttl: float | None = None) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self._contexts)
+
+    def context(self, node_id: int) -> Context:
+        return self._contexts[node_id]
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for msg in messages:
+            msg_id = f"inline-{next(self._ids)}"
+            msg.metadata.__dict__["_message_id"] = msg_id
+            node = msg.metadata.dst_node_id
+            if node not in self._contexts:
+                raise ValueError(f"unknown node id {node}")
+            try:
+                reply = self.client_app(message=msg, context=self._contexts[node])
+            except Exception as exc:  # noqa: BLE001 - a failing UE is data, not a crash
+                reason = "".join(traceback.format_exception(exc))
+                reply = Message(Error(CLIENT_EXCEPTION_CODE, reason), reply_to=msg)
+            self._replies[msg_id] = reply
+            ids.append(msg_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self.pull_messages(self.push_messages(messages))
+
+
+def run_inline(server_app: ServerApp, client_app: ClientApp, num_ues: int) -> None:
+    """Run the apps synchronously in this process."""
+    run_id = 1
+    TaskIdentity.task_id = 1
+    TaskIdentity.run_id = run_id
+    TaskIdentity.node_id = SERVER_NODE_ID
+    grid = InlineGrid(client_app, num_ues, run_id)
+    context = Context(run_id=run_id, node_id=SERVER_NODE_ID, node_config={}, state=RecordDict(), run_config={})
+    server_app(grid, context)
+
+
+def ray_backend_config(engine: EngineConfig, temp_dir: str | None) -> dict[str, Any]:
+    """Flower's backend_config for Ray, tuned for a small machine."""
+    init_args: dict[str, Any] = {
+        "logging_level": "ERROR",
+        "log_to_driver": False,
+        "include_dashboard": False,
+    }
+    address = engine.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        init_args["address"] = address
+    else:
+        init_args.update(
+            num_cpus=engine.num_cpus or os.cpu_count() or 1,
+            object_store_memory=engine.object_store_mb * 1024 * 1024,
+            _temp_dir=temp_dir,
+            _node_ip_address="127.0.0.1",
+        )
+    return {
+        "client_resources": {"num_cpus": engine.cpus_per_ue, "num_gpus": 0.0},
+        "init_args": init_args,
+    }
+
+
+def run_ray(server_app: ServerApp, client_app: ClientApp, num_ues: int, engine: EngineConfig) -> None:
+    """Run the apps on Flower's simulation runtime with the Ray backend."""
+    import ray
+    from flwr.simulation import run_simulation
+
+    if ray.is_initialized():
+        raise RuntimeError("Ray is already initialised in this process; fedsim starts and stops its own")
+    address = engine.ray_address or os.environ.get("RAY_ADDRESS")
+    # AF_UNIX socket paths are limited to 107 bytes: keep the temp dir short.
+    temp_dir = None if address else tempfile.mkdtemp(prefix="fsr", dir="/tmp")
+    try:
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=num_ues,
+            backend_name="ray",
+            backend_config=ray_backend_config(engine, temp_dir),
+        )
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if temp_dir:
+            _remove_when_released(temp_dir)
+
+
+def _remove_when_released(path: str, attempts: int = 20) -> None:
+    # Ray's processes may take a moment to release files after shutdown.
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.1)

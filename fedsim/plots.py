@@ -1,0 +1,122 @@
+"""Convergence plots from run directories (PNG and PDF).
+
+Runs that differ only in their seed are one group: drawn as the median line with an
+interquartile band (means of heavy-tailed runs are unstable). Legends name the config values
+that differ between groups.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fedsim.errors import FedsimError  # noqa: E402
+from fedsim.rundir import RunData, load_run  # noqa: E402
+
+DEFAULT_METRICS = ("loss", "accuracy", "gap")
+LOG_METRICS = {"gap", "dist", "consensus", "err_p", "noise_scale"}
+_IGNORED_KEYS = {"name", "seed", "output.dir", "output.plot", "engine.name", "engine.ray_address",
+                 "engine.num_cpus", "engine.cpus_per_ue", "engine.object_store_mb"}
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def group_runs(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
+    """Group runs by every config value except the seed; key = legend label."""
+    flat = [flatten(r.config) for r in runs]
+    keys = sorted({k for f in flat for k in f} - _IGNORED_KEYS)
+    differing = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    groups: dict[str, list[RunData]] = {}
+    for run, f in zip(runs, flat, strict=True):
+        label = ", ".join(f"{k.split('.')[-1] if _unique_leaf(k, differing) else k}={f.get(k)}"
+                          for k in differing) or run.label
+        groups.setdefault(label, []).append(run)
+    return groups
+
+
+def _unique_leaf(key: str, keys: list[str]) -> bool:
+    leaf = key.split(".")[-1]
+    return sum(k.split(".")[-1] == leaf for k in keys) == 1
+
+
+def _aligned(runs: list[RunData], metric: str, x: str) -> tuple[np.ndarray, np.ndarray]:
+    """x values and a [runs, points] matrix (NaN where a run has no value)."""
+    series = []
+    for run in runs:
+        pts = {}
+        for row in run.metrics:
+            v, xv = row.get(metric), row.get(x)
+            if isinstance(v, int | float) and isinstance(xv, int | float) and math.isfinite(v):
+                pts[float(xv)] = float(v)
+        series.append(pts)
+    xs = np.array(sorted({k for s in series for k in s}))
+    ys = np.full((len(runs), len(xs)), np.nan)
+    for i, s in enumerate(series):
+        for j, xv in enumerate(xs):
+            ys[i, j] = s.get(xv, np.nan)
+    return xs, ys
+
+
+def plot_runs(run_dirs: Sequence[str | Path], *, metrics: Sequence[str] | None = None, x: str = "round",
+              out: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Plot ``metrics`` against ``x`` (``round`` or ``sim_time``) for the given runs."""
+    if x not in ("round", "sim_time"):
+        raise FedsimError(f"--x must be 'round' or 'sim_time', got {x!r}")
+    runs = [load_run(p) for p in run_dirs]
+    present = {k for r in runs for row in r.metrics for k in row}
+    if metrics is None:
+        metrics = [m for m in DEFAULT_METRICS if m in present] or ["loss"]
+    missing = [m for m in metrics if m not in present]
+    if missing:
+        avail = sorted(k for k in present if k not in ("round",))
+        raise FedsimError(f"metric(s) {', '.join(missing)} not in these runs; available: {', '.join(avail)}")
+    groups = group_runs(runs)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for label, members in groups.items():
+            xs, ys = _aligned(members, metric, x)
+            if xs.size == 0:
+                continue
+            with np.errstate(all="ignore"):
+                med = np.nanmedian(ys, axis=0)
+            line, = ax.plot(xs, med, label=label + (f" (median of {len(members)})" if len(members) > 1 else ""))
+            if len(members) > 1:
+                q1, q3 = np.nanpercentile(ys, [25, 75], axis=0)
+                ax.fill_between(xs, q1, q3, color=line.get_color(), alpha=0.2, linewidth=0)
+            if any(r.summary.get("status") == "diverged" for r in members):
+                ax.plot(xs[-1:], med[-1:], "x", color=line.get_color(), markersize=9)
+        if metric in LOG_METRICS:
+            ax.set_yscale("log")
+        ax.set_xlabel("simulated time [s]" if x == "sim_time" else "round")
+        ax.set_ylabel(metric)
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        path = out.with_suffix(f".{fmt}")
+        fig.savefig(path, dpi=130)
+        written.append(path)
+    plt.close(fig)
+    return written

@@ -1,0 +1,115 @@
+"""The workload interface: a federated task on flat parameter vectors.
+
+Strategies and channels only ever see a model as one flat tensor ``w`` of shape ``[d]`` (and
+many models as ``[N, d]``), so every workload exposes its parameters that way. Randomness comes
+from ``channels.rng`` keyed by the experiment seed: stream ``"data"`` for generation and
+partitioning, ``"init"`` for the initial model, ``"minibatch"`` keyed by (global step, UE) for
+batches. The same seed therefore gives the same data, init and batches on any engine.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class TheoryConstants:
+    """Constants of the global objective f(w) = sum_n q_n f_n(w), each with where it came from.
+
+    ``None`` means unknown. ``sources`` maps a field name to a short provenance string, for
+    example ``"exact: eigenvalues of A_n"`` or ``"bound: 0.5 * lambda_max(X^T X / n) + l2"``.
+    """
+
+    L: float | None = None  # smoothness of every f_n (A1)
+    mu: float | None = None  # strong convexity of f (A2)
+    f_star: float | None = None  # min f
+    w_star: torch.Tensor | None = None  # argmin f, [d]
+    sigma2: float | None = None  # bound on E||g_n - grad f_n||^2 (A3)
+    G2: float | None = None  # bound on E||g_n||^2 (A4)
+    heterogeneity: float | None = None  # Gamma = f* - sum_n q_n f_n*
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+LrFn = Callable[[int], float]  # global step s -> step size eta_s
+
+
+class Workload(ABC):
+    """A federated learning task.
+
+    Attributes set by every implementation:
+        name: registry name, e.g. ``"synthetic-logreg"``.
+        num_ues: N, the number of UEs (partitions), ids 0..N-1.
+        dim: d, the length of the flat parameter vector.
+        dtype: the dtype of parameter vectors (float64 for convex tasks, float32 for CNNs).
+    """
+
+    name: str
+    num_ues: int
+    dim: int
+    dtype: torch.dtype
+
+    @abstractmethod
+    def init_params(self) -> torch.Tensor:
+        """The common initial model ``w0``, shape ``[d]``, from stream ``"init"``."""
+
+    @abstractmethod
+    def num_examples(self, ue: int) -> int:
+        """|D_n|: training examples held by UE ``ue``."""
+
+    def ue_weights(self) -> torch.Tensor:
+        """q_n = |D_n| / sum_m |D_m|, shape ``[N]``, float64, sums to 1."""
+        counts = torch.tensor(
+            [self.num_examples(n) for n in range(self.num_ues)], dtype=torch.float64
+        )
+        return counts / counts.sum()
+
+    @abstractmethod
+    def stochastic_grad(self, w: torch.Tensor, ue: int, step: int) -> torch.Tensor:
+        """g_n(w): gradient of UE ``ue``'s local objective at ``w`` on the minibatch for global
+        step ``step`` (full batch when the workload's batch size is 0). Shape ``[d]``."""
+
+    def stochastic_grad_many(
+        self, ws: torch.Tensor, ues: Sequence[int], step: int
+    ) -> torch.Tensor:
+        """``stochastic_grad(ws[m], ues[m], step)`` for every row m, stacked to ``[M, d]``.
+
+        Optional fast path: workloads may vectorise it; the result must equal the stacked
+        per-UE gradients to floating-point tolerance (same minibatches, same noise).
+        """
+        if ws.shape[0] != len(ues):
+            raise ValueError(f"ws has {ws.shape[0]} rows but {len(ues)} UEs were given")
+        rows = [self.stochastic_grad(w, int(n), step) for w, n in zip(ws, ues, strict=True)]
+        return torch.stack(rows)
+
+    def local_sgd(
+        self, w: torch.Tensor, ue: int, first_step: int, steps: int, lr: LrFn
+    ) -> torch.Tensor:
+        """K = ``steps`` plain SGD steps from ``w``: w <- w - eta_s g_n(w) for s = first_step, ...
+
+        Returns the new ``[d]`` vector; ``w`` is not modified.
+        """
+        w = w.clone()
+        for s in range(first_step, first_step + steps):
+            w.sub_(self.stochastic_grad(w, ue, s), alpha=lr(s))
+        return w
+
+    @abstractmethod
+    def evaluate(self, w: torch.Tensor) -> dict[str, float]:
+        """Metrics of model ``w`` on the global test set and objective.
+
+        Always ``"loss"`` (test loss); ``"accuracy"`` for classifiers; ``"train_loss"`` (f(w),
+        the global training objective); ``"gap"`` (f(w) - f*) and ``"dist"`` (||w - w*||) where
+        the optimum is known.
+        """
+
+    def evaluate_many(self, ws: torch.Tensor) -> list[dict[str, float]]:
+        """``evaluate`` for each row of ``ws`` ``[M, d]``. Workloads may vectorise this."""
+        return [self.evaluate(w) for w in ws]
+
+    def theory_constants(self) -> TheoryConstants:
+        """Known constants of the objective; unknown ones stay ``None``."""
+        return TheoryConstants()

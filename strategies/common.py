@@ -1,0 +1,89 @@
+"""Pieces every strategy shares: flat-vector records, reply ordering, seeded UE sampling.
+
+A model crosses the medium as one flat vector ``[d]`` inside an ``ArrayRecord``. Replies are
+always processed in partition-id order, never arrival order, so that Ray's scheduling cannot
+change a single number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Message
+
+from channels.rng import torch_generator
+
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+PARTITION_ID = "partition-id"
+NUM_EXAMPLES = "num-examples"
+
+
+def to_record(*vectors: torch.Tensor) -> ArrayRecord:
+    """One ArrayRecord holding the given flat tensors, in order."""
+    return ArrayRecord([v.detach().cpu().contiguous().numpy() for v in vectors])
+
+
+def from_record(record: ArrayRecord) -> list[torch.Tensor]:
+    """The flat tensors of an ArrayRecord, in order (copies, safe to modify)."""
+    return [torch.from_numpy(np.array(a, copy=True)) for a in record.to_numpy_ndarrays()]
+
+
+@dataclass
+class Reply:
+    """A successful UE reply: its partition id, vectors and scalar metrics."""
+
+    ue: int
+    vectors: list[torch.Tensor]
+    metrics: dict[str, float]
+
+
+@dataclass
+class Failure:
+    """A UE whose reply carried an error instead of content."""
+
+    ue: int | None
+    node_id: int
+    reason: str
+
+
+def split_replies(replies: Iterable[Message], ue_of_node: dict[int, int]) -> tuple[list[Reply], list[Failure]]:
+    """Separate good replies from errors; good ones sorted by partition id."""
+    good: list[Reply] = []
+    bad: list[Failure] = []
+    for msg in replies:
+        node = msg.metadata.src_node_id
+        if msg.has_error():
+            bad.append(Failure(ue_of_node.get(node), node, str(msg.error.reason)))
+            continue
+        content = msg.content
+        metrics = dict(content[METRICS]) if METRICS in content else {}
+        ue = int(metrics.get(PARTITION_ID, ue_of_node.get(node, -1)))
+        vectors = from_record(content[ARRAYS]) if ARRAYS in content else []
+        good.append(Reply(ue, vectors, {k: float(v) for k, v in metrics.items()}))
+    good.sort(key=lambda r: r.ue)
+    bad.sort(key=lambda f: (f.ue is None, f.ue if f.ue is not None else f.node_id))
+    return good, bad
+
+
+def sample_ues(seed: int, round: int, num_ues: int, fraction: float) -> list[int]:
+    """A seeded sample of ``max(1, round(fraction * N))`` UE ids, sorted. Fraction 1 -> all."""
+    if fraction >= 1.0:
+        return list(range(num_ues))
+    k = max(1, int(round_half_up(fraction * num_ues)))
+    perm = torch.randperm(num_ues, generator=torch_generator(seed, "sampling", round))
+    return sorted(perm[:k].tolist())
+
+
+def round_half_up(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def weighted_average(vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_n q_n v_n / sum_n q_n over rows of ``vectors`` ``[M, d]`` with weights ``[M]``."""
+    q = (weights / weights.sum()).to(vectors.dtype)
+    return q @ vectors
