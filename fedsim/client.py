@@ -12,14 +12,16 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedsim.config import ExperimentConfig
 from fedsim.schedule import make_lr
 from fedsim.workloads import build_workload
 from strategies.common import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, PARTITION_ID, from_record, to_record
-from strategies.fedavg import local_sgd
+from strategies.overlap import OverlapState
+from strategies.server_ota import ue_transmit
+from strategies.serverfree import TRANSMITTED, Arrival, UEState, ue_round
 
 client_app = ClientApp()
 
@@ -39,6 +41,22 @@ def query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({METRICS: MetricRecord({PARTITION_ID: partition_id(context)})}), reply_to=msg)
 
 
+def resolved_transmit(cfg: ExperimentConfig) -> str:
+    """What UEs put on the air (§2.4, §9 item 3): ``auto`` means models for server-digital
+    and for mode ``reset``, gradients when K = 1, otherwise model updates."""
+    st = cfg.strategy
+    if st.transmit != "auto":
+        return st.transmit
+    if (st.name == "server-digital" and not st.overlap.enabled) or (st.serverfree and st.mode == "reset"):
+        return "model"
+    return "gradient" if cfg.train.local_steps == 1 else "update"
+
+
+def uses_medium(cfg: ExperimentConfig) -> bool:
+    """True when UEs keep their own models (server-free, or any overlapped schedule)."""
+    return cfg.strategy.serverfree or cfg.strategy.overlap.enabled
+
+
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round of UE work for the configured strategy."""
@@ -47,11 +65,54 @@ def train(msg: Message, context: Context) -> Message:
     cfg = experiment_from_json(str(config["exp"]))
     workload = build_workload(cfg.workload, cfg.seed)
     ue = partition_id(context)
-    server_round = int(config["server-round"])
-    K = cfg.train.local_steps
-    lr = make_lr(cfg.train.lr, cfg.rounds * K)
-    (w,) = from_record(msg.content[ARRAYS])
-    first_step = (server_round - 1) * K  # rounds are 1-based
-    w_new = local_sgd(w, lambda v, s: workload.stochastic_grad(v, ue, s), first_step, K, lr)
-    metrics = MetricRecord({PARTITION_ID: ue, NUM_EXAMPLES: workload.num_examples(ue)})
-    return Message(RecordDict({ARRAYS: to_record(w_new), METRICS: metrics}), reply_to=msg)
+    lr = make_lr(cfg.train.lr, cfg.rounds * cfg.train.local_steps)
+    first_step, steps = int(config["first-step"]), int(config["steps"])
+
+    def grad(v: torch.Tensor, s: int) -> torch.Tensor:
+        return workload.stochastic_grad(v, ue, s)
+
+    metrics = {PARTITION_ID: ue, NUM_EXAMPLES: workload.num_examples(ue)}
+    if not uses_medium(cfg):
+        (w,) = from_record(msg.content[ARRAYS])
+        v = ue_transmit(w, grad, first_step, steps, lr, resolved_transmit(cfg))
+        return _reply(msg, [v], metrics)
+
+    state = _load_state(context, workload)
+    received = from_record(msg.content[ARRAYS])
+    arrivals = [Arrival(int(b), int(i), e) for b, i, e in
+                zip(config["arrival-blocks"], config["arrival-index"], received, strict=True)]
+    st = cfg.strategy
+    reported, v = ue_round(
+        state, arrivals, grad=grad, first_step=first_step, steps=steps, lr=lr,
+        transmit=resolved_transmit(cfg), mode=st.mode, overlap=st.overlap.enabled, merge=st.overlap.merge,
+        participate=bool(config["participate"]), block_len=steps, report=bool(config["report"]),
+    )
+    _save_state(context, state)
+    metrics[TRANSMITTED] = 1.0 if v is not None else 0.0
+    vectors = ([v] if v is not None else []) + ([reported] if reported is not None else [])
+    return _reply(msg, vectors, metrics)
+
+
+def _reply(msg: Message, vectors: list[torch.Tensor], metrics: dict) -> Message:
+    return Message(RecordDict({ARRAYS: to_record(*vectors), METRICS: MetricRecord(metrics)}), reply_to=msg)
+
+
+_MODEL, _PENDING, _SYNC = "fedsim.model", "fedsim.pending", "fedsim.sync"
+
+
+def _load_state(context: Context, workload) -> UEState:
+    """The UE's own model and overlap buffers from ``Context.state`` (identical init first)."""
+    st = context.state
+    if _MODEL not in st:
+        w0 = workload.init_params()
+        return UEState(w0.clone(), OverlapState(pending={}, sync=w0.clone()))
+    (w,) = from_record(st[_MODEL])
+    pending = {int(k): v.clone() for k, v in st[_PENDING].to_torch_state_dict().items()}
+    (sync,) = from_record(st[_SYNC])
+    return UEState(w, OverlapState(pending=pending, sync=sync))
+
+
+def _save_state(context: Context, state: UEState) -> None:
+    context.state[_MODEL] = to_record(state.w)
+    context.state[_PENDING] = ArrayRecord({str(k): v for k, v in state.overlap.pending.items()})
+    context.state[_SYNC] = to_record(state.overlap.sync)

@@ -48,22 +48,96 @@ class TrainConfig(Section):
     lr: LrConfig = LrConfig()
 
 
-StrategyName = Literal["server-digital"]
-STRATEGY_NAMES: tuple[str, ...] = ("server-digital",)
+StrategyName = Literal["server-digital", "server-ota", "serverfree-relay", "serverfree-d2d"]
+STRATEGY_NAMES: tuple[str, ...] = ("server-digital", "server-ota", "serverfree-relay", "serverfree-d2d")
+RECEIVER_OF = {"server-digital": "digital", "server-ota": "server",
+               "serverfree-relay": "relay", "serverfree-d2d": "d2d"}
+
+
+class OverlapConfig(Section):
+    """Computation overlapped with the exchange, DGA-style (reference §3(d), §9 items 6-7).
+
+    The aggregate of a block arrives D = ceil(tau_cm / tau_cp) local steps after the block ends.
+    ``merge = "swap"`` replaces the UE's own stale block by the aggregate; ``"replace"`` resets
+    the model to the stale synchronised model (local progress since is dropped).
+    ``in_flight = "pipelined"``: blocks queue in a FIFO; ``"single"``: one block in flight, so
+    a block lasts max(K, D) steps.
+    """
+
+    enabled: bool = False
+    in_flight: Literal["pipelined", "single"] = "pipelined"
+    merge: Literal["swap", "replace"] = "swap"
 
 
 class StrategyConfig(Section):
-    """The algorithm. ``server-digital``: error-free FedAvg (FedSGD when K = 1)."""
+    """The algorithm (reference §3).
+
+    ``server-digital``: (a) error-free FedAvg. ``server-ota``: (b) analog over-the-air FedAvg
+    through the ``server`` receiver. ``serverfree-relay`` / ``serverfree-d2d``: (c) no server;
+    each UE keeps its own model and applies its own matched-filter output.
+    ``transmit`` (§2.4): ``auto`` = ``model`` for server-digital and for mode ``reset``,
+    ``gradient`` when K = 1, else ``update``. ``mode`` (server-free only, §9 item 4):
+    ``accumulate`` (transmit gradients/updates) or ``reset`` (transmit models).
+    """
 
     name: StrategyName = "server-digital"
     fraction: float = Field(1.0, gt=0, le=1, description="fraction of UEs sampled per round")
+    transmit: Literal["auto", "gradient", "update", "model"] = "auto"
+    mode: Literal["accumulate", "reset"] = "accumulate"
+    overlap: OverlapConfig = OverlapConfig()
+
+    @property
+    def serverfree(self) -> bool:
+        return self.name.startswith("serverfree")
+
+
+class ChannelSection(Section):
+    """The physical layer (reference §2, §5; channels.ChannelConfig). Ignored by
+    server-digital except ``quant_bits``. Interference level: set at most one of ``scale``
+    (SaS scale c), ``dispersion`` (c^alpha) or ``gsnr_db`` (geometric SNR, §2.4)."""
+
+    fading: Literal["none", "rayleigh", "rician"] = "none"
+    rician_k: float = Field(1.0, ge=0)
+    csi_error: float = Field(0.0, ge=0)
+    power_control: Literal["inversion", "phase", "none"] = "inversion"
+    h_th: float = Field(0.3, ge=0)
+    power: float = Field(1.0, gt=0)
+    rho: Literal["fixed", "norm", "cotaf"] = "fixed"
+    rho_growth: Literal["none", "lr"] = Field(
+        "none", description="'lr': rho_t grows as (eta_0/eta_t)^2, so noise shrinks with the step size (§2.4 c)")
+    interference: Literal["none", "gaussian", "sas"] = "none"
+    alpha: float = Field(2.0, gt=0, le=2)
+    scale: float | None = Field(None, ge=0)
+    dispersion: float | None = Field(None, ge=0)
+    gsnr_db: float | None = Field(None, ge=-100, le=200)
+    sas_vector: Literal["iid", "isotropic"] = "iid"
+    interference_mode: Literal["common", "per_ue", "common+per_ue"] | None = None
+    downlink_scale: float = Field(1.0, ge=0)
+    quant_bits: int | None = Field(None, ge=1, le=32)
+    # latency (§5): analog airtime ceil(d/W)*T_sym; digital TDMA N*d*bits/rate
+    resources: int = Field(1000, ge=1, description="W: orthogonal real waveforms per symbol")
+    symbol_time: float = Field(1e-6, gt=0, description="T_sym [s]")
+    bits: int = Field(32, ge=1, le=64)
+    rate: float = Field(1e6, gt=0, description="digital per-UE link rate [bit/s]")
+    propagation: float = Field(0.0, ge=0, description="one-way propagation delay [s]")
+    relay_processing: float = Field(0.0, ge=0, description="relay forwarding delay [s]")
+
+    @model_validator(mode="after")
+    def _one_level(self) -> ChannelSection:
+        given = [k for k in ("scale", "dispersion", "gsnr_db") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set only one of channel.scale, channel.dispersion, channel.gsnr_db (got {given})")
+        return self
 
 
 class TimingConfig(Section):
-    """Simulated wall clock (seconds)."""
+    """Simulated wall clock (seconds, reference §5). tau_cm is taken from the channel's
+    latency model unless ``tau_cm`` or ``latency_ratio`` (tau_cm = ratio * tau_cp) is set."""
 
-    tau_cp: float = Field(1e-3, ge=0, description="compute time of one local step [s]")
-    tau_cm: float = Field(0.0, ge=0, description="communication latency of one exchange [s]")
+    tau_cp: float = Field(1e-3, gt=0, description="compute time of one local step [s]")
+    tau_cp_spread: float = Field(0.0, ge=0, description="per-UE tau_cp = tau_cp*(1 + spread*U(0,1))")
+    tau_cm: float | None = Field(None, ge=0, description="communication latency per exchange [s]")
+    latency_ratio: float | None = Field(None, ge=0, description="tau_cm / tau_cp")
 
 
 class EngineConfig(Section):
@@ -94,14 +168,40 @@ class ExperimentConfig(Section):
     workload: WorkloadConfig = Field(default_factory=lambda: _default_workload())
     train: TrainConfig = TrainConfig()
     strategy: StrategyConfig = StrategyConfig()
+    channel: ChannelSection = ChannelSection()
     timing: TimingConfig = TimingConfig()
     engine: EngineConfig = EngineConfig()
     output: OutputConfig = OutputConfig()
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="dotted key -> list of values; the grid of variants (see fedsim.sweep)",
+    )
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> ExperimentConfig:
         if self.train.lr.schedule == "cosine" and self.train.lr.eta_min > self.train.lr.eta:
             raise ValueError("train.lr.eta_min must not exceed train.lr.eta")
+        st, K = self.strategy, self.train.local_steps
+        if st.transmit == "gradient" and K != 1:
+            raise ValueError("strategy.transmit='gradient' needs train.local_steps = 1")
+        if st.serverfree and st.mode == "reset" and st.transmit not in ("auto", "model"):
+            raise ValueError("strategy.mode='reset' transmits models: use strategy.transmit='model' or 'auto'")
+        if st.transmit == "model" and st.serverfree and st.mode == "accumulate":
+            raise ValueError("strategy.mode='accumulate' cannot transmit models: use 'gradient' or 'update'")
+        if st.overlap.enabled:
+            if st.transmit == "model" or (st.serverfree and st.mode == "reset"):
+                raise ValueError("strategy.overlap needs gradient or update transmission (not models/reset)")
+            if st.fraction < 1:
+                raise ValueError("strategy.overlap needs full participation (strategy.fraction = 1)")
+        if st.name == "serverfree-d2d" and self.channel.power_control == "inversion" and self.channel.fading != "none":
+            raise ValueError("serverfree-d2d cannot invert N-1 links: set channel.power_control to 'phase' or 'none'")
+        if self.channel.interference != "none" and all(
+            getattr(self.channel, k) is None for k in ("scale", "dispersion", "gsnr_db")
+        ):
+            raise ValueError("channel.interference is set: give channel.scale, channel.dispersion or channel.gsnr_db")
+        for key, values in self.sweep.items():
+            if not values:
+                raise ValueError(f"sweep.{key}: needs at least one value")
         return self
 
 

@@ -14,9 +14,11 @@ from fedsim.rundir import git_hash, new_run_dir, versions, write_config, write_s
 from fedsim.session import Session, set_session
 
 
-def run_experiment(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | None = None) -> Path:
+def run_experiment(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | None = None,
+                   result: dict[str, Any] | None = None) -> Path:
     """Run ``cfg`` and return its run directory. The summary records how it ended, including
-    failures (which are re-raised after the summary is written)."""
+    failures (which are re-raised after the summary is written). If ``result`` is given it
+    receives the final model(s): ``final_model`` ``[d]`` or ``final_models`` {ue: ``[d]``}."""
     from fedsim.client import client_app
     from fedsim.engines import run_inline, run_ray
     from fedsim.server import server_app
@@ -46,7 +48,9 @@ def run_experiment(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | N
                 run_inline(server_app, client_app, num_ues)
             else:
                 run_ray(server_app, client_app, num_ues, cfg.engine)
-        summary.update(session.result)
+        summary.update({k: v for k, v in session.result.items() if k in ("status", "rounds")})
+        if result is not None:
+            result.update(session.result)
     except BaseException as exc:  # noqa: BLE001 - record, then re-raise
         error = exc
         summary["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"

@@ -17,6 +17,7 @@ from .consensus import (
     reset_deviation_scale,
     s_n,
 )
+from .errors import AnalyticsError
 from .fits import (
     LogLogFit,
     SeedBands,
@@ -56,6 +57,7 @@ from .theory import (
 )
 
 __all__ = [
+    "AnalyticsError",
     "LogLogFit",
     "SeedBands",
     "SeedSlopes",
