@@ -26,14 +26,25 @@ def _fail(exc: FedsimError) -> None:
 
 @app.command()
 def run(
-    experiment: Annotated[Path | None, typer.Argument(help="experiment TOML file; omit for the quickstart")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override KEY.PATH=VALUE (repeatable)")] = None,
+    experiment: Annotated[
+        Path | None, typer.Argument(help="experiment TOML file; omit for the quickstart")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override KEY.PATH=VALUE (repeatable)")
+    ] = None,
     engine: Annotated[str | None, typer.Option(help="ray (default) or inline")] = None,
-    ray_address: Annotated[str | None, typer.Option(help="join an existing Ray cluster, e.g. 127.0.0.1:6379")] = None,
-    out: Annotated[Path | None, typer.Option(help="parent folder for run directories (default: runs)")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="join an existing Ray cluster, e.g. 127.0.0.1:6379")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="parent folder for run directories (default: runs)")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Run an experiment and write its run directory.
+
+    An experiment with a non-empty `[sweep]` table runs every variant of the grid, one after
+    another, in one sweep folder (index.json, a run directory per variant, figures/).
 
     Examples:
 
@@ -41,8 +52,10 @@ def run(
         fedsim run experiments/quickstart.toml --set rounds=20 --set workload.num_ues=10
         fedsim run experiments/quickstart.toml --engine inline
         fedsim run experiments/quickstart.toml --ray-address 127.0.0.1:6379
+        fedsim run experiments/quickstart.toml --set 'sweep.seed=[0, 1, 2]'
     """
-    from fedsim.config import load_experiment
+    from fedsim.config import QUICKSTART, load_experiment, read_toml
+    from fedsim.sweep import split_sweep
 
     overrides = list(set_ or [])
     if engine is not None:
@@ -52,6 +65,11 @@ def run(
     if out is not None:
         overrides.append(f"output.dir={str(out)!r}")
     try:
+        source = experiment if experiment is not None else QUICKSTART
+        data = read_toml(source)
+        if split_sweep(data, overrides)[1]:
+            _run_sweep(data, overrides, str(source), quiet)
+            return
         cfg = load_experiment(experiment, overrides)
     except FedsimError as exc:
         _fail(exc)
@@ -66,20 +84,54 @@ def run(
     summary = json.loads((run_dir / "summary.json").read_text())
     final = summary.get("final", {})
     shown = ", ".join(f"{k}={final[k]:.4g}" for k in ("loss", "accuracy", "gap") if k in final)
-    typer.echo(f"{summary['status']}: {summary['rounds']} rounds in {summary['wall_s']:.1f} s; {shown}")
+    typer.echo(
+        f"{summary['status']}: {summary['rounds']} rounds in {summary['wall_s']:.1f} s; {shown}"
+    )
     typer.echo(f"run directory: {run_dir}")
+
+
+def _run_sweep(data: dict, overrides: list[str], source: str, quiet: bool) -> None:
+    """Validate every variant (nothing is written if one is invalid), run them, print a table."""
+    from rich.table import Table
+
+    from fedsim.sweep import base_config, expand_sweep, run_sweep, sweep_table
+
+    variants = expand_sweep(data, overrides, source=source)
+    base = base_config(data, overrides, source=source)
+    sweep_dir = run_sweep(variants, base, quiet=quiet)
+    table = Table("variant", "status", "rounds", "loss", "accuracy", "gap",
+                  title=f"sweep {base.name}")
+    for row in sweep_table(sweep_dir):
+        rounds = "-" if row["rounds"] is None else str(row["rounds"])
+        finals = ("-" if row[k] is None else f"{row[k]:.4g}" for k in ("loss", "accuracy", "gap"))
+        table.add_row(row["id"], str(row["status"]), rounds, *finals)
+    Console(width=max(120, Console().width)).print(table)
+    typer.echo(f"sweep folder: {sweep_dir}")
 
 
 @app.command()
 def plot(
-    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
-    metric: Annotated[list[str] | None, typer.Option(help="metric to plot (repeatable); default loss, accuracy, gap")] = None,
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="one or more run directories or sweep folders")
+    ],
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="metric to plot (repeatable); default loss, accuracy, gap"),
+    ] = None,
     x: Annotated[str, typer.Option(help="x axis: round or sim_time")] = "round",
-    out: Annotated[Path | None, typer.Option(help="output file without extension (PNG and PDF are written)")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="output file without extension (PNG and PDF are written)"),
+    ] = None,
 ) -> None:
     """Overlay runs; runs that differ only in seed become a median line with an IQR band.
 
-    Example: fedsim plot runs/a-* runs/b-* --metric gap --x sim_time --out figs/gap
+    A sweep folder stands for all of its variants' run directories.
+
+    Examples:
+
+        fedsim plot runs/a-* runs/b-* --metric gap --x sim_time --out figs/gap
+        fedsim plot runs/my-sweep-20250101T000000Z --x sim_time
     """
     from fedsim.plots import plot_runs
 

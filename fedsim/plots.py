@@ -1,4 +1,4 @@
-"""Convergence plots from run directories (PNG and PDF).
+"""Convergence plots from run directories and sweep folders (PNG and PDF).
 
 Runs that differ only in their seed are one group: drawn as the median line with an
 interquartile band (means of heavy-tailed runs are unstable). Legends name the config values
@@ -74,19 +74,26 @@ def _aligned(runs: list[RunData], metric: str, x: str) -> tuple[np.ndarray, np.n
     return xs, ys
 
 
-def plot_runs(run_dirs: Sequence[str | Path], *, metrics: Sequence[str] | None = None, x: str = "round",
-              out: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """Plot ``metrics`` against ``x`` (``round`` or ``sim_time``) for the given runs."""
+def plot_runs(run_dirs: Sequence[str | Path], *, metrics: Sequence[str] | None = None,
+              x: str = "round", out: str | Path,
+              formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Plot ``metrics`` against ``x`` (``round`` or ``sim_time``) for the given runs.
+
+    A sweep folder (see fedsim.sweep) stands for all of its variants' run directories.
+    """
+    from fedsim.sweep import expand_run_dirs  # lazy: sweep imports the runner
+
     if x not in ("round", "sim_time"):
         raise FedsimError(f"--x must be 'round' or 'sim_time', got {x!r}")
-    runs = [load_run(p) for p in run_dirs]
+    runs = [load_run(p) for p in expand_run_dirs(list(run_dirs))]
     present = {k for r in runs for row in r.metrics for k in row}
     if metrics is None:
         metrics = [m for m in DEFAULT_METRICS if m in present] or ["loss"]
     missing = [m for m in metrics if m not in present]
     if missing:
         avail = sorted(k for k in present if k not in ("round",))
-        raise FedsimError(f"metric(s) {', '.join(missing)} not in these runs; available: {', '.join(avail)}")
+        raise FedsimError(f"metric(s) {', '.join(missing)} not in these runs; "
+                          f"available: {', '.join(avail)}")
     groups = group_runs(runs)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
@@ -96,7 +103,8 @@ def plot_runs(run_dirs: Sequence[str | Path], *, metrics: Sequence[str] | None =
                 continue
             with np.errstate(all="ignore"):
                 med = np.nanmedian(ys, axis=0)
-            line, = ax.plot(xs, med, label=label + (f" (median of {len(members)})" if len(members) > 1 else ""))
+            suffix = f" (median of {len(members)})" if len(members) > 1 else ""
+            line, = ax.plot(xs, med, label=label + suffix)
             if len(members) > 1:
                 q1, q3 = np.nanpercentile(ys, [25, 75], axis=0)
                 ax.fill_between(xs, q1, q3, color=line.get_color(), alpha=0.2, linewidth=0)

@@ -18,6 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 from channels import ChannelResult
 from fedsim.client import resolved_transmit, uses_medium
 from fedsim.config import ExperimentConfig
+from fedsim.analytics.online import OnlineAnalytics
 from fedsim.errors import ConfigError, FedsimError
 from fedsim.physical import build_channel, communication_time, compute_times
 from fedsim.schedule import make_lr
@@ -136,7 +137,7 @@ def run_rounds(grid: Grid, session: Session) -> None:
     session.result.update(status=status, rounds=last)
 
 
-def _setup(cfg: ExperimentConfig, workload: Any) -> tuple[Any, int, int, Clock]:
+def _setup(cfg: ExperimentConfig, workload: Any) -> tuple[Any, int, int, Clock, OnlineAnalytics]:
     channel = build_channel(cfg)
     tau_cm = communication_time(cfg, workload.dim, workload.num_ues)
     K = cfg.train.local_steps
@@ -145,7 +146,8 @@ def _setup(cfg: ExperimentConfig, workload: Any) -> tuple[Any, int, int, Clock]:
     if resolved_transmit(cfg) == "gradient" and steps != 1:
         raise ConfigError(f"gradient transmission needs 1 step per block; this schedule has {steps} (D = {D})")
     clock = Clock(cfg, compute_times(cfg, workload.num_ues), tau_cm, steps)
-    return channel, D, steps, clock
+    analytics = OnlineAnalytics(cfg, workload, tau_cm=tau_cm, delay_steps=D, steps_per_round=steps)
+    return channel, D, steps, clock, analytics
 
 
 def _noise_factor(cfg: ExperimentConfig, lr: Any, steps: int) -> Any:
@@ -162,7 +164,7 @@ def _round_config(session: Session, r: int, steps: int) -> ConfigRecord:
 def _run_server(grid: Grid, session: Session, workload: Any, node_of_ue: dict[int, int]) -> tuple[str, int]:
     """(a)/(b): the strategy holds the global model; metrics are logged as each round ends."""
     cfg, rec = session.config, session.recorder
-    channel, _, steps, clock = _setup(cfg, workload)
+    channel, _, steps, clock, analytics = _setup(cfg, workload)
     lr = make_lr(cfg.train.lr, cfg.rounds * cfg.train.local_steps)
     strategy = ServerOTA(
         channel=channel, transmit=resolved_transmit(cfg), lr=lr, steps_per_round=steps,
@@ -170,7 +172,8 @@ def _run_server(grid: Grid, session: Session, workload: Any, node_of_ue: dict[in
         weights=workload.ue_weights(), node_of_ue=node_of_ue, seed=cfg.seed, fraction=cfg.strategy.fraction,
     )
     w = workload.init_params()
-    rec.log({"round": 0, "sim_time": 0.0, **workload.evaluate(w)})
+    row0 = {"round": 0, "sim_time": 0.0, **workload.evaluate(w)}
+    rec.log({**row0, **analytics.row(0, row0, None, w.unsqueeze(0))})
     for r in range(1, cfg.rounds + 1):
         msgs = strategy.configure_train(r, to_record(w), _round_config(session, r, steps), grid)
         new, _ = strategy.aggregate_train(r, grid.send_and_receive(msgs))
@@ -179,8 +182,10 @@ def _run_server(grid: Grid, session: Session, workload: Any, node_of_ue: dict[in
         row: dict[str, Any] = {"round": r, "sim_time": clock.advance(strategy.last_participants),
                                "participants": len(strategy.last_participants),
                                **failure_fields(strategy.last_failures), **channel_stats(strategy.last_channel)}
-        if r % cfg.eval_every == 0 or r == cfg.rounds or not _finite(w):
+        evaluated = r % cfg.eval_every == 0 or r == cfg.rounds or not _finite(w)
+        if evaluated:
             row.update(workload.evaluate(w))
+        row.update(analytics.row(r, row, strategy.last_channel, w.unsqueeze(0) if evaluated else None))
         if _diverged(w, row):
             rec.log({**row, "diverged": True})
             return "diverged", r
@@ -193,7 +198,7 @@ def _run_medium(grid: Grid, session: Session, workload: Any, node_of_ue: dict[in
     """(c)/(d): UEs keep their own models. The model state at the end of round r is reported
     with round r+1's reply (and a final flush), so round r is logged one message later."""
     cfg, rec = session.config, session.recorder
-    channel, D, steps, clock = _setup(cfg, workload)
+    channel, D, steps, clock, analytics = _setup(cfg, workload)
     medium = ServerFreeMedium(
         channel=channel, weights=workload.ue_weights(), node_of_ue=node_of_ue, seed=cfg.seed,
         fraction=cfg.strategy.fraction, steps_per_round=steps,
@@ -202,6 +207,7 @@ def _run_medium(grid: Grid, session: Session, workload: Any, node_of_ue: dict[in
     )
     weights = workload.ue_weights()
     pending: dict[str, Any] = {"round": 0, "sim_time": 0.0}
+    pending_channel = None
     for r in range(1, cfg.rounds + 2):
         flush = r == cfg.rounds + 1
         evaluate = (r - 1) % cfg.eval_every == 0 or flush
@@ -212,8 +218,11 @@ def _run_medium(grid: Grid, session: Session, workload: Any, node_of_ue: dict[in
             row["sim_time"] = clock.drain()
             if medium.last_failures:
                 row.update(flush_failures=len(medium.last_failures))
+        models = None
         if evaluate and medium.last_reports:
             row.update(evaluate_population(workload, medium.last_reports, weights))
+            models = torch.stack([medium.last_reports[u] for u in sorted(medium.last_reports)])
+        row.update(analytics.row(row["round"], row, pending_channel, models))
         if any(not _finite(w) for w in medium.last_reports.values()) or _diverged(None, row):
             rec.log({**row, "diverged": True})
             return "diverged", row["round"]
@@ -221,6 +230,7 @@ def _run_medium(grid: Grid, session: Session, workload: Any, node_of_ue: dict[in
         session.result["final_models"] = dict(medium.last_reports)
         if flush:
             break
+        pending_channel = medium.last_channel
         pending = {"round": r, "sim_time": clock.advance(medium.last_participants),
                    "participants": len(medium.last_participants), "delay_steps": D,
                    **failure_fields(medium.last_failures), **channel_stats(medium.last_channel)}
