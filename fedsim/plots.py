@@ -53,7 +53,7 @@ def group_runs(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
 
 def _unique_leaf(key: str, keys: list[str]) -> bool:
     leaf = key.split(".")[-1]
-    return sum(k.split(".")[-1] == leaf for k in keys) == 1
+    return leaf != "name" and sum(k.split(".")[-1] == leaf for k in keys) == 1
 
 
 def _aligned(runs: list[RunData], metric: str, x: str) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ SMALL = [
     "train.local_steps=2",
     "train.lr.eta=0.2",
     "output.plot=false",
+    "sweep={}",
 ]
 TIMING_KEYS = {"wall_s"}
 
@@ -111,6 +112,7 @@ def test_ray_cluster_address(tmp_path: Path) -> None:
 
 def test_quickstart_fedavg_reduces_gap_100x(tmp_path: Path) -> None:
     """Digital FedAvg on synthetic-logreg, quickstart budget, inline engine."""
-    cfg = load_experiment(None, [f"output.dir={str(tmp_path)!r}", "engine.name='inline'", "output.plot=false"])
+    cfg = load_experiment(None, [f"output.dir={str(tmp_path)!r}", "engine.name='inline'", "output.plot=false",
+                                 "strategy.name='server-digital'", "sweep={}"])
     rows = load_run(run_experiment(cfg, quiet=True)).metrics
     assert rows[0]["gap"] / rows[-1]["gap"] >= 100

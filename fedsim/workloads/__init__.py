@@ -1,0 +1,77 @@
+"""Workloads: federated tasks on flat parameter vectors, built from a typed config.
+
+>>> from fedsim.workloads import SyntheticLogregConfig, build_workload
+>>> wl = build_workload(SyntheticLogregConfig(num_ues=5), seed=0)
+>>> wl.dim
+610
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated
+
+from pydantic import Field, TypeAdapter
+
+from fedsim.workloads.base import LrFn, TheoryConstants, Workload
+from fedsim.workloads.images import DigitsCnnConfig, ImageCnn, MnistCnnConfig
+from fedsim.workloads.quadratic import Quadratic, QuadraticConfig
+from fedsim.workloads.synthetic import SyntheticLogreg, SyntheticLogregConfig
+
+WorkloadConfig = Annotated[
+    SyntheticLogregConfig | QuadraticConfig | MnistCnnConfig | DigitsCnnConfig,
+    Field(discriminator="name"),
+]
+"""Any workload config, told apart by its ``name`` field."""
+
+WORKLOAD_NAMES: tuple[str, ...] = ("synthetic-logreg", "quadratic", "mnist-cnn", "digits-cnn")
+
+_ADAPTER: TypeAdapter[WorkloadConfig] = TypeAdapter(WorkloadConfig)
+
+
+def parse_workload_config(data: dict) -> WorkloadConfig:
+    """Validate a plain dict (e.g. a TOML table) into the matching config model.
+
+    Raises ``pydantic.ValidationError`` for unknown names, unknown keys and bad values.
+    """
+    return _ADAPTER.validate_python(data)
+
+
+def build_workload(cfg: WorkloadConfig, seed: int) -> Workload:
+    """The workload for ``cfg`` and experiment ``seed``, built once per process.
+
+    Building can be slow (data generation, partitioning, the logreg optimum), and the engine
+    calls this in every worker and every round, so results are cached by
+    ``(cfg as JSON, seed)``. The returned object is shared: treat it as read-only.
+    """
+    return _build_cached(type(cfg).__name__, cfg.model_dump_json(), int(seed))
+
+
+@functools.lru_cache(maxsize=32)
+def _build_cached(kind: str, cfg_json: str, seed: int) -> Workload:
+    cfg = _ADAPTER.validate_json(cfg_json)
+    if isinstance(cfg, SyntheticLogregConfig):
+        return SyntheticLogreg(cfg, seed)
+    if isinstance(cfg, QuadraticConfig):
+        return Quadratic(cfg, seed)
+    if isinstance(cfg, MnistCnnConfig | DigitsCnnConfig):
+        return ImageCnn(cfg, seed)
+    raise TypeError(f"unknown workload config {kind}")  # pragma: no cover
+
+
+__all__ = [
+    "WORKLOAD_NAMES",
+    "DigitsCnnConfig",
+    "ImageCnn",
+    "LrFn",
+    "MnistCnnConfig",
+    "Quadratic",
+    "QuadraticConfig",
+    "SyntheticLogreg",
+    "SyntheticLogregConfig",
+    "TheoryConstants",
+    "Workload",
+    "WorkloadConfig",
+    "build_workload",
+    "parse_workload_config",
+]

@@ -1,0 +1,344 @@
+"""FedProx Synthetic(alpha, beta) with L2-regularised multinomial logistic regression.
+
+Generator (Li et al., MLSys 2020, ``litian96/FedProx`` ``generate_synthetic.py``), per UE k:
+``n_k = min(int(LogNormal(4, 2)) + 50, max_samples_per_ue)``; ``u_k ~ N(0, alpha)``,
+``B_k ~ N(0, beta)`` (standard deviations); ``W_k[i, j] ~ N(u_k, 1)``, ``b_k[j] ~ N(u_k, 1)``;
+``v_k[j] ~ N(B_k, 1)``; ``x ~ N(v_k, diag(j^-1.2))``; ``y = argmax(x W_k + b_k)``. With
+``iid=True`` (Synthetic-IID) one ``W, b ~ N(0, 1)`` is shared and ``v_k = 0``. As in the
+FedProx code, each UE keeps its first 90% of examples for training and the last 10% (at least
+one) for the pooled test set.
+
+Model: logits = x W + b, W ``[60, 10]``, b ``[10]``; flat parameters ``w = [W.flatten(), b]``
+(d = 610), i.e. the rows of the augmented matrix ``W~ = [W; b]`` ``[61, 10]`` against features
+``x~ = [x, 1]``. Local objective ``f_n(w) = mean CE over UE n's training data + (l2/2)||w||^2``;
+global ``f = sum_n q_n f_n`` with ``q_n ∝ |D_n|``. Everything is float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from channels.rng import numpy_generator, torch_generator
+from fedsim.workloads.base import TheoryConstants, Workload
+
+NUM_FEATURES = 60
+NUM_CLASSES = 10
+TRAIN_FRACTION = 0.9
+_DT = torch.float64
+# Elements (float64) per temporary in the batched paths, ~32 MB: the gathered minibatch
+# features in stochastic_grad_many and the logits in evaluate_many, chunked over models.
+_CHUNK_LOGITS = 1 << 22
+
+
+class SyntheticLogregConfig(BaseModel):
+    """FedProx Synthetic(alpha, beta) + L2 multinomial logistic regression (d = 610)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["synthetic-logreg"] = "synthetic-logreg"
+    num_ues: int = Field(20, ge=1, description="N, number of UEs")
+    batch_size: int = Field(0, ge=0, description="minibatch size; 0 = full local batch")
+    alpha: float = Field(0.5, ge=0, description="model heterogeneity (std of u_k)")
+    beta: float = Field(0.5, ge=0, description="data heterogeneity (std of B_k)")
+    iid: bool = Field(False, description="Synthetic-IID: shared W, b and v_k = 0")
+    l2: float = Field(1e-2, gt=0, description="L2 coefficient; equals mu exactly")
+    max_samples_per_ue: int = Field(600, ge=10, description="cap on n_k (train + test) to keep CPU runs small")
+
+
+def generate_synthetic(
+    num_ues: int, alpha: float, beta: float, iid: bool, max_samples: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-UE ``(x [n_k, 60] float64, y [n_k] int64)`` of Synthetic(alpha, beta).
+
+    UE k draws from ``numpy_generator(seed, "data", 0, k)``, so its data does not depend on N;
+    the shared IID model comes from ``numpy_generator(seed, "data", 0)``.
+    """
+    std_x = np.arange(1, NUM_FEATURES + 1, dtype=np.float64) ** -0.6  # sqrt of j^-1.2
+    shared = numpy_generator(seed, "data", 0)
+    w_iid = shared.normal(0.0, 1.0, (NUM_FEATURES, NUM_CLASSES))
+    b_iid = shared.normal(0.0, 1.0, NUM_CLASSES)
+    out = []
+    for k in range(num_ues):
+        g = numpy_generator(seed, "data", 0, k)
+        n_k = min(int(g.lognormal(4.0, 2.0)) + 50, max_samples)
+        u_k = g.normal(0.0, alpha) if alpha > 0 else 0.0
+        b_k = g.normal(0.0, beta) if beta > 0 else 0.0
+        if iid:
+            w, b, v = w_iid, b_iid, np.zeros(NUM_FEATURES)
+        else:
+            w = g.normal(u_k, 1.0, (NUM_FEATURES, NUM_CLASSES))
+            b = g.normal(u_k, 1.0, NUM_CLASSES)
+            v = g.normal(b_k, 1.0, NUM_FEATURES)
+        x = v + std_x * g.standard_normal((n_k, NUM_FEATURES))
+        y = np.argmax(x @ w + b, axis=1).astype(np.int64)  # argmax softmax = argmax logits
+        out.append((x, y))
+    return out
+
+
+def _augment(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.hstack([x, np.ones((x.shape[0], 1))])).to(_DT)
+
+
+class SyntheticLogreg(Workload):
+    """Synthetic(alpha, beta) logistic regression; see the module docstring."""
+
+    name = "synthetic-logreg"
+    dtype = _DT
+
+    def __init__(self, cfg: SyntheticLogregConfig, seed: int) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        self.num_ues = cfg.num_ues
+        self.dim = (NUM_FEATURES + 1) * NUM_CLASSES
+        self.l2 = cfg.l2
+        data = generate_synthetic(cfg.num_ues, cfg.alpha, cfg.beta, cfg.iid, cfg.max_samples_per_ue, seed)
+        xs_tr, ys_tr, xs_te, ys_te, counts = [], [], [], [], []
+        for x, y in data:
+            n_tr = min(int(TRAIN_FRACTION * len(y)), len(y) - 1)
+            xs_tr.append(x[:n_tr])
+            ys_tr.append(y[:n_tr])
+            xs_te.append(x[n_tr:])
+            ys_te.append(y[n_tr:])
+            counts.append(n_tr)
+        #: ``[R, 61]`` augmented training features of all UEs, concatenated in UE order.
+        self.x_train = _augment(np.vstack(xs_tr))
+        self.y_train = torch.from_numpy(np.concatenate(ys_tr))
+        self.x_test = _augment(np.vstack(xs_te))
+        self.y_test = torch.from_numpy(np.concatenate(ys_te))
+        self.counts = counts
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        self.w_star, self.f_star = _minimise(self.x_train, self.y_train, self.l2)
+        self._theory: TheoryConstants | None = None
+
+    # -- data access ----------------------------------------------------------------------
+    def num_examples(self, ue: int) -> int:
+        return self.counts[ue]
+
+    def ue_data(self, ue: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """UE ``ue``'s training data: ``x~ [n, 61]`` (last column 1) and ``y [n]``."""
+        a, b = self.offsets[ue], self.offsets[ue + 1]
+        return self.x_train[a:b], self.y_train[a:b]
+
+    def batch_rows(self, ue: int, step: int) -> torch.Tensor | None:
+        """Rows (into ``ue_data(ue)``) of the minibatch for ``step``; None = full batch.
+
+        Drawn without replacement from ``torch_generator(seed, "minibatch", step, ue)``.
+        """
+        n, bs = self.counts[ue], self.cfg.batch_size
+        if bs == 0 or bs >= n:
+            return None
+        g = torch_generator(self.seed, "minibatch", step, ue)
+        return torch.randperm(n, generator=g)[:bs]
+
+    # -- model ----------------------------------------------------------------------------
+    def init_params(self) -> torch.Tensor:
+        """``w0 ~ N(0, 0.01^2 I)`` from stream ``"init"``, ``[610]`` float64."""
+        g = torch_generator(self.seed, "init")
+        return 0.01 * torch.randn(self.dim, generator=g, dtype=_DT)
+
+    def stochastic_grad(self, w: torch.Tensor, ue: int, step: int) -> torch.Tensor:
+        x, y = self.ue_data(ue)
+        rows = self.batch_rows(ue, step)
+        if rows is not None:
+            x, y = x[rows], y[rows]
+        return _grad(w.to(_DT), x, y, self.l2)
+
+    def local_grad(self, w: torch.Tensor, ue: int) -> torch.Tensor:
+        """Full-batch gradient of f_n at ``w``, ``[610]``."""
+        return _grad(w.to(_DT), *self.ue_data(ue), self.l2)
+
+    def global_grad(self, w: torch.Tensor) -> torch.Tensor:
+        """grad f(w) = sum_n q_n grad f_n(w), ``[610]``: one pass over the pooled training set."""
+        return _grad(w.to(_DT), self.x_train, self.y_train, self.l2)
+
+    def stochastic_grad_many(self, ws: torch.Tensor, ues: Sequence[int], step: int) -> torch.Tensor:
+        """Vectorised ``stochastic_grad`` over rows of ``ws [M, 610]``: one padded bmm."""
+        ues = [int(n) for n in ues]
+        if ws.shape[0] != len(ues):
+            raise ValueError(f"ws has {ws.shape[0]} rows but {len(ues)} UEs were given")
+        pos = []  # global training-row positions of each model's minibatch
+        for n in ues:
+            rows = self.batch_rows(n, step)
+            a = self.offsets[n]
+            pos.append(torch.arange(a, self.offsets[n + 1]) if rows is None else rows + a)
+        out = torch.empty(len(ues), self.dim, dtype=_DT)
+        width = max(len(p) for p in pos)
+        per_chunk = max(1, _CHUNK_LOGITS // (width * (NUM_FEATURES + 1)))
+        for s in range(0, len(ues), per_chunk):
+            chunk = pos[s : s + per_chunk]
+            idx = torch.zeros(len(chunk), width, dtype=torch.long)
+            mask = torch.zeros(len(chunk), width, dtype=_DT)
+            for m, p in enumerate(chunk):
+                idx[m, : len(p)] = p
+                mask[m, : len(p)] = 1.0
+            x = self.x_train[idx]  # [m, B, 61]
+            y = self.y_train[idx]  # [m, B]
+            wm = ws[s : s + len(chunk)].to(_DT).view(-1, NUM_FEATURES + 1, NUM_CLASSES)
+            resid = torch.softmax(torch.bmm(x, wm), dim=-1)
+            resid.scatter_add_(-1, y.unsqueeze(-1), -torch.ones_like(resid[..., :1]))
+            resid = resid * (mask / mask.sum(1, keepdim=True)).unsqueeze(-1)
+            g = torch.bmm(x.transpose(1, 2), resid).reshape(len(chunk), -1)
+            out[s : s + len(chunk)] = g + self.l2 * ws[s : s + len(chunk)].to(_DT)
+        return out
+
+    # -- evaluation -----------------------------------------------------------------------
+    def objective(self, w: torch.Tensor) -> float:
+        """f(w) = mean training CE over all UEs + (l2/2)||w||^2."""
+        return float(
+            _ce_many(w.to(_DT).unsqueeze(0), self.x_train, self.y_train)[0][0]
+            + 0.5 * self.l2 * w.to(_DT).dot(w.to(_DT))
+        )
+
+    def local_objective(self, w: torch.Tensor, ue: int) -> float:
+        """f_n(w) for UE ``ue``."""
+        x, y = self.ue_data(ue)
+        w = w.to(_DT)
+        return float(_ce_many(w.unsqueeze(0), x, y)[0][0] + 0.5 * self.l2 * w.dot(w))
+
+    def evaluate(self, w: torch.Tensor) -> dict[str, float]:
+        return self.evaluate_many(w.unsqueeze(0))[0]
+
+    def evaluate_many(self, ws: torch.Tensor) -> list[dict[str, float]]:
+        """Metrics for each row of ``ws [M, 610]``: chunked batched matmuls, no per-row loop.
+
+        ``loss``/``accuracy``: plain CE / top-1 on the pooled test split (no L2 term);
+        ``train_loss`` = f(w); ``gap`` = f(w) - f*; ``dist`` = ||w - w*||.
+        """
+        ws = ws.to(_DT)
+        test_ce, test_acc = _ce_many(ws, self.x_test, self.y_test)
+        train_ce, _ = _ce_many(ws, self.x_train, self.y_train, with_accuracy=False)
+        f = train_ce + 0.5 * self.l2 * (ws * ws).sum(1)
+        dist = (ws - self.w_star).norm(dim=1)
+        return [
+            {
+                "loss": float(test_ce[m]),
+                "accuracy": float(test_acc[m]),
+                "train_loss": float(f[m]),
+                "gap": float(f[m] - self.f_star),
+                "dist": float(dist[m]),
+            }
+            for m in range(ws.shape[0])
+        ]
+
+    def theory_constants(self) -> TheoryConstants:
+        """mu = l2 (exact); L = max_n 0.5 lambda_max(X~_n^T X~_n / n) + l2 (bound); w*, f*
+        (Newton-CG, float64); Gamma = f* - sum_n q_n f_n* (per-UE Newton-CG, computed on the
+        first call and cached)."""
+        if self._theory is None:
+            lmax = 0.0
+            fn_star = []
+            q = self.ue_weights()
+            for n in range(self.num_ues):
+                x, y = self.ue_data(n)
+                lmax = max(lmax, float(torch.linalg.eigvalsh(x.T @ x / len(y))[-1]))
+                fn_star.append(_minimise(x, y, self.l2)[1])
+            gamma = self.f_star - float((q * torch.tensor(fn_star, dtype=_DT)).sum())
+            self._theory = TheoryConstants(
+                L=0.5 * lmax + self.l2,
+                mu=self.l2,
+                f_star=self.f_star,
+                w_star=self.w_star.clone(),
+                heterogeneity=gamma,
+                sources={
+                    "L": "bound: max_n 0.5*lambda_max(X~_n^T X~_n/n_n) + l2 "
+                    "(softmax-CE Hessian <= 0.5 I per example; X~ = [X, 1])",
+                    "mu": "exact: l2 (CE is convex, L2 on all of w incl. bias)",
+                    "f_star": "numeric: Newton-CG in float64, ||grad f|| <= 1e-10",
+                    "w_star": "numeric: Newton-CG in float64, ||grad f|| <= 1e-10",
+                    "heterogeneity": "numeric: f* - sum_n q_n min f_n (per-UE Newton-CG)",
+                },
+            )
+        return self._theory
+
+
+def _ce_many(
+    ws: torch.Tensor, x: torch.Tensor, y: torch.Tensor, with_accuracy: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean CE ``[M]`` and accuracy ``[M]`` (or None) of models ``ws [M, 610]`` on
+    ``(x [R, 61], y [R])``.
+
+    Cost O(M R C); the R*M*C exponentials of the log-sum-exp dominate. The picked logits
+    sum_r x_r^T W[:, y_r] are summed in closed form as <W, X^T onehot(Y)>, and the ``[m, R, 10]``
+    logits are chunked over models to at most ``_CHUNK_LOGITS`` elements.
+    """
+    m_all, r = ws.shape[0], x.shape[0]
+    wm = ws.reshape(m_all, NUM_FEATURES + 1, NUM_CLASSES)
+    xty = x.T @ F.one_hot(y, NUM_CLASSES).to(_DT)  # [61, 10]
+    picked = (wm * xty).sum((1, 2)) / r
+    lse = torch.empty(m_all, dtype=_DT)
+    acc = torch.empty(m_all, dtype=_DT) if with_accuracy else None
+    per_chunk = max(1, _CHUNK_LOGITS // max(1, r * NUM_CLASSES))
+    for s in range(0, m_all, per_chunk):
+        logits = torch.einsum("rd,mdc->mrc", x, wm[s : s + per_chunk])
+        lse[s : s + per_chunk] = torch.logsumexp(logits, -1).mean(1)
+        if acc is not None:
+            acc[s : s + per_chunk] = (logits.argmax(-1) == y).to(_DT).mean(1)
+    return lse - picked, acc
+
+
+def _grad(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, l2: float) -> torch.Tensor:
+    """Gradient ``[610]`` of mean CE on ``(x [B, 61], y [B])`` + (l2/2)||w||^2."""
+    wm = w.view(NUM_FEATURES + 1, NUM_CLASSES)
+    resid = torch.softmax(x @ wm, dim=1)
+    resid[torch.arange(len(y)), y] -= 1.0
+    return (x.T @ resid).reshape(-1) / len(y) + l2 * w
+
+
+def _minimise(
+    x: torch.Tensor, y: torch.Tensor, l2: float, tol: float = 1e-10, max_newton: int = 100
+) -> tuple[torch.Tensor, float]:
+    """argmin and min of mean CE(x, y) + (l2/2)||w||^2 by Newton-CG with Armijo backtracking.
+
+    Hessian-vector products are analytic: ``H v = X~^T (p*z - p (p^T z)) / R + l2 v`` with
+    ``z = X~ V``. The objective is l2-strongly convex, so Newton converges globally with the
+    line search and quadratically near the optimum.
+    """
+    r = len(y)
+    w = torch.zeros((NUM_FEATURES + 1) * NUM_CLASSES, dtype=_DT)
+
+    def value(v: torch.Tensor) -> float:
+        logits = x @ v.view(NUM_FEATURES + 1, NUM_CLASSES)
+        ce = (torch.logsumexp(logits, 1) - logits[torch.arange(r), y]).mean()
+        return float(ce + 0.5 * l2 * v.dot(v))
+
+    for _ in range(max_newton):
+        g = _grad(w, x, y, l2)
+        gnorm = float(g.norm())
+        if gnorm <= tol:
+            break
+        p = torch.softmax(x @ w.view(NUM_FEATURES + 1, NUM_CLASSES), dim=1)
+
+        def hvp(v: torch.Tensor, p: torch.Tensor = p) -> torch.Tensor:
+            z = x @ v.view(NUM_FEATURES + 1, NUM_CLASSES)
+            sz = p * z - p * (p * z).sum(1, keepdim=True)
+            return (x.T @ sz).reshape(-1) / r + l2 * v
+
+        # Conjugate gradients on H d = -g, to a forcing tolerance that tightens near w*.
+        d = torch.zeros_like(w)
+        res = -g
+        direc = res.clone()
+        rs = float(res.dot(res))
+        cg_tol = min(0.1, gnorm**0.5) * gnorm
+        for _ in range(10 * w.numel()):
+            hd = hvp(direc)
+            a = rs / float(direc.dot(hd))
+            d += a * direc
+            res -= a * hd
+            rs_new = float(res.dot(res))
+            if rs_new**0.5 <= cg_tol:
+                break
+            direc = res + (rs_new / rs) * direc
+            rs = rs_new
+        t = 1.0
+        if gnorm > 1e-6:  # closer in, f differences drown in rounding; the full step is safe
+            f0, slope = value(w), float(g.dot(d))
+            while value(w + t * d) > f0 + 1e-4 * t * slope and t > 1e-10:
+                t *= 0.5
+        w = w + t * d
+    return w, value(w)
