@@ -71,10 +71,16 @@ def train(msg: Message, context: Context) -> Message:
     def grad(v: torch.Tensor, s: int) -> torch.Tensor:
         return workload.stochastic_grad(v, ue, s)
 
+    local = _load_local(context)
+
+    def train_fn(v: torch.Tensor, first: int, n: int) -> torch.Tensor:
+        return workload.local_train(v, ue, first, n, lr, local)
+
     metrics = {PARTITION_ID: ue, NUM_EXAMPLES: workload.num_examples(ue)}
     if not uses_medium(cfg):
         (w,) = from_record(msg.content[ARRAYS])
-        v = ue_transmit(w, grad, first_step, steps, lr, resolved_transmit(cfg))
+        v = ue_transmit(w, grad, first_step, steps, lr, resolved_transmit(cfg), train_fn)
+        _save_local(context, local)
         return _reply(msg, [v], metrics)
 
     state = _load_state(context, workload)
@@ -85,9 +91,10 @@ def train(msg: Message, context: Context) -> Message:
     reported, v = ue_round(
         state, arrivals, grad=grad, first_step=first_step, steps=steps, lr=lr,
         transmit=resolved_transmit(cfg), mode=st.mode, overlap=st.overlap.enabled, merge=st.overlap.merge,
-        participate=bool(config["participate"]), block_len=steps, report=bool(config["report"]),
+        participate=bool(config["participate"]), block_len=steps, report=bool(config["report"]), train=train_fn,
     )
     _save_state(context, state)
+    _save_local(context, local)
     metrics[TRANSMITTED] = 1.0 if v is not None else 0.0
     vectors = ([v] if v is not None else []) + ([reported] if reported is not None else [])
     return _reply(msg, vectors, metrics)
@@ -97,7 +104,19 @@ def _reply(msg: Message, vectors: list[torch.Tensor], metrics: dict) -> Message:
     return Message(RecordDict({ARRAYS: to_record(*vectors), METRICS: MetricRecord(metrics)}), reply_to=msg)
 
 
-_MODEL, _PENDING, _SYNC = "fedsim.model", "fedsim.pending", "fedsim.sync"
+_MODEL, _PENDING, _SYNC, _LOCAL = "fedsim.model", "fedsim.pending", "fedsim.sync", "fedsim.local"
+
+
+def _load_local(context: Context) -> dict[str, torch.Tensor]:
+    """The workload's UE-local tensors (never transmitted), kept in ``Context.state``."""
+    if _LOCAL not in context.state:
+        return {}
+    return {k: v.clone() for k, v in context.state[_LOCAL].to_torch_state_dict().items()}
+
+
+def _save_local(context: Context, local: dict[str, torch.Tensor]) -> None:
+    if local:
+        context.state[_LOCAL] = ArrayRecord(dict(local))
 
 
 def _load_state(context: Context, workload) -> UEState:

@@ -21,9 +21,9 @@ def run_experiment(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | N
     receives the final model(s): ``final_model`` ``[d]`` or ``final_models`` {ue: ``[d]``}."""
     from fedsim.client import client_app
     from fedsim.engines import run_inline, run_ray
-    from fedsim.server import server_app
-    from fedsim.workloads import build_workload
+    from fedsim.server import preflight, server_app
 
+    num_ues = preflight(cfg)
     run_dir = new_run_dir(cfg.output.dir, cfg.name)
     write_config(run_dir, to_toml_dict(cfg))
     started = time.monotonic()
@@ -42,7 +42,6 @@ def run_experiment(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | N
     set_session(session)
     error: BaseException | None = None
     try:
-        num_ues = build_workload(cfg.workload, cfg.seed).num_ues
         with recorder:
             if cfg.engine.name == "inline":
                 run_inline(server_app, client_app, num_ues)

@@ -16,9 +16,9 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from channels import ChannelResult
+from fedsim.analytics.online import OnlineAnalytics
 from fedsim.client import resolved_transmit, uses_medium
 from fedsim.config import ExperimentConfig
-from fedsim.analytics.online import OnlineAnalytics
 from fedsim.errors import ConfigError, FedsimError
 from fedsim.physical import build_channel, communication_time, compute_times
 from fedsim.schedule import make_lr
@@ -137,6 +137,14 @@ def run_rounds(grid: Grid, session: Session) -> None:
     session.result.update(status=status, rounds=last)
 
 
+def preflight(cfg: ExperimentConfig) -> int:
+    """Build everything a run needs once, before anything is written, so that incompatible
+    choices fail with a ConfigError. Returns N."""
+    workload = build_workload(cfg.workload, cfg.seed)
+    _setup(cfg, workload)
+    return workload.num_ues
+
+
 def _setup(cfg: ExperimentConfig, workload: Any) -> tuple[Any, int, int, Clock, OnlineAnalytics]:
     channel = build_channel(cfg)
     tau_cm = communication_time(cfg, workload.dim, workload.num_ues)
@@ -145,6 +153,9 @@ def _setup(cfg: ExperimentConfig, workload: Any) -> tuple[Any, int, int, Clock, 
     steps = steps_per_block(K, D, cfg.strategy.overlap.in_flight)
     if resolved_transmit(cfg) == "gradient" and steps != 1:
         raise ConfigError(f"gradient transmission needs 1 step per block; this schedule has {steps} (D = {D})")
+    if workload.custom_local_train and (resolved_transmit(cfg) == "gradient" or cfg.strategy.overlap.enabled):
+        raise ConfigError(f"workload {cfg.workload.name} trains with its own local rule: use strategy.transmit="
+                          "'update' or 'model' and no overlap")
     clock = Clock(cfg, compute_times(cfg, workload.num_ues), tau_cm, steps)
     analytics = OnlineAnalytics(cfg, workload, tau_cm=tau_cm, delay_steps=D, steps_per_round=steps)
     return channel, D, steps, clock, analytics

@@ -21,11 +21,16 @@ from strategies.fedavg import DigitalFedAvg, GradFn, LrFn, _finite, local_sgd
 TRANSMITS = ("gradient", "update", "model")
 
 
-def ue_transmit(w: torch.Tensor, grad: GradFn, first_step: int, steps: int, lr: LrFn, transmit: str) -> torch.Tensor:
-    """UE rule: the vector v_n a UE puts on the air, ``[d]`` (§2.4 a/b/c)."""
+TrainFn = Callable[[torch.Tensor, int, int], torch.Tensor]  # (w, first step, steps) -> new model
+
+
+def ue_transmit(w: torch.Tensor, grad: GradFn, first_step: int, steps: int, lr: LrFn, transmit: str,
+                train: TrainFn | None = None) -> torch.Tensor:
+    """UE rule: the vector v_n a UE puts on the air, ``[d]`` (§2.4 a/b/c). ``train`` replaces
+    plain local SGD for workloads with their own local training."""
     if transmit == "gradient":
         return grad(w, first_step)
-    x = local_sgd(w, grad, first_step, steps, lr)
+    x = train(w, first_step, steps) if train is not None else local_sgd(w, grad, first_step, steps, lr)
     return x - w if transmit == "update" else x
 
 

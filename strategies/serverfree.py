@@ -28,7 +28,7 @@ from channels import Channel, ChannelResult
 from strategies.common import ARRAYS, CONFIG, Failure, Reply, sample_ues, split_replies, to_record
 from strategies.fedavg import GradFn, LrFn
 from strategies.overlap import OverlapState, arrival_step, merge_arrival
-from strategies.server_ota import NoiseFactor, stack_rows, transmit_scaled, ue_transmit
+from strategies.server_ota import NoiseFactor, TrainFn, stack_rows, transmit_scaled, ue_transmit
 
 MODES = ("accumulate", "reset")
 TRANSMITTED = "transmitted"  # reply metric: 1.0 if the first vector is a transmission
@@ -61,7 +61,8 @@ def to_update_units(estimate: torch.Tensor, transmit: str, eta_of_block: float) 
 
 def ue_round(state: UEState, arrivals: list[Arrival], *, grad: GradFn, first_step: int, steps: int,
              lr: LrFn, transmit: str, mode: str, overlap: bool, merge: str, participate: bool,
-             block_len: int, report: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+             block_len: int, report: bool, train: TrainFn | None = None
+             ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """One round of a server-free (or overlapped) UE. Returns (reported model, transmitted v).
 
     ``block_len`` maps a block id to the global step its gradient was taken at
@@ -90,7 +91,7 @@ def ue_round(state: UEState, arrivals: list[Arrival], *, grad: GradFn, first_ste
             merge_all(index)
         return reported, None
     if not overlap:
-        return reported, ue_transmit(state.w, grad, first_step, steps, lr, transmit)
+        return reported, ue_transmit(state.w, grad, first_step, steps, lr, transmit, train)
     delta = torch.zeros_like(state.w)
     g = delta
     for k in range(steps):

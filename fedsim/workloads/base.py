@@ -97,6 +97,21 @@ class Workload(ABC):
             w.sub_(self.stochastic_grad(w, ue, s), alpha=lr(s))
         return w
 
+    #: True when ``local_train`` is more than plain SGD on ``stochastic_grad`` (then the UE's
+    #: per-step gradient is not the whole story: gradient transmission and overlap are refused).
+    custom_local_train: bool = False
+
+    def local_train(
+        self, w: torch.Tensor, ue: int, first_step: int, steps: int, lr: LrFn, state: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """A UE's K local steps from the received model ``w``; returns the new ``[d]`` model.
+
+        ``state`` holds UE-local tensors that never leave the UE (optimiser moments, a
+        REINFORCE baseline, ...). The engine keeps it in the UE's Flower ``Context.state``
+        between rounds; update it in place. Default: plain SGD (``local_sgd``).
+        """
+        return self.local_sgd(w, ue, first_step, steps, lr)
+
     @abstractmethod
     def evaluate(self, w: torch.Tensor) -> dict[str, float]:
         """Metrics of model ``w`` on the global test set and objective.
