@@ -15,7 +15,9 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedsim import faults
 from fedsim.config import ExperimentConfig
+from fedsim.physical import compute_times
 from fedsim.schedule import make_lr
 from fedsim.workloads import build_workload
 from strategies.common import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, PARTITION_ID, from_record, to_record
@@ -77,9 +79,16 @@ def train(msg: Message, context: Context) -> Message:
         return workload.local_train(v, ue, first, n, lr, local)
 
     metrics = {PARTITION_ID: ue, NUM_EXAMPLES: workload.num_examples(ue)}
+    rnd = int(config.get("server-round", 0))
+    fault = _fault(cfg, rnd, ue, workload.num_ues, steps) if 0 < rnd <= cfg.rounds else None
+    faults.apply_before(fault, ue, rnd)
     if not uses_medium(cfg):
+        if fault == "straggler":
+            raise faults.InjectedFault(f"straggler: UE {ue} missed the deadline of {cfg.faults.deadline} s "
+                                       f"in round {rnd}")
         (w,) = from_record(msg.content[ARRAYS])
         v = ue_transmit(w, grad, first_step, steps, lr, resolved_transmit(cfg), train_fn)
+        v = faults.apply_after(fault, ue, rnd, v)
         _save_local(context, local)
         return _reply(msg, [v], metrics)
 
@@ -93,11 +102,40 @@ def train(msg: Message, context: Context) -> Message:
         transmit=resolved_transmit(cfg), mode=st.mode, overlap=st.overlap.enabled, merge=st.overlap.merge,
         participate=bool(config["participate"]), block_len=steps, report=bool(config["report"]), train=train_fn,
     )
+    if fault == "straggler":
+        v = None  # computed, but its transmission misses the superposition's deadline
+    v = faults.apply_after(fault, ue, rnd, v)
     _save_state(context, state)
     _save_local(context, local)
     metrics[TRANSMITTED] = 1.0 if v is not None else 0.0
     vectors = ([v] if v is not None else []) + ([reported] if reported is not None else [])
     return _reply(msg, vectors, metrics)
+
+
+def _fault(cfg: ExperimentConfig, rnd: int, ue: int, num_ues: int, steps: int) -> str | None:
+    if not cfg.faults.active:
+        return None
+    return faults.plan(cfg, rnd, num_ues, compute_times(cfg, num_ues), steps).get(ue)
+
+
+@client_app.train("snapshot")
+def snapshot(msg: Message, context: Context) -> Message:
+    """Return this UE's ``Context.state`` records (models, overlap buffers, workload-local
+    tensors) for a checkpoint. Nothing changes on the UE."""
+    records = {k: v for k, v in context.state.items() if isinstance(v, ArrayRecord)}
+    records[METRICS] = MetricRecord({PARTITION_ID: partition_id(context)})
+    return Message(RecordDict(records), reply_to=msg)
+
+
+@client_app.train("restore")
+def restore(msg: Message, context: Context) -> Message:
+    """Replace this UE's ``Context.state`` records by those of a checkpoint (resume)."""
+    for key in [k for k in context.state.keys() if k.startswith("fedsim.")]:
+        del context.state[key]
+    for key, record in msg.content.items():
+        if key.startswith("fedsim.") and isinstance(record, ArrayRecord):
+            context.state[key] = record
+    return Message(RecordDict({METRICS: MetricRecord({PARTITION_ID: partition_id(context)})}), reply_to=msg)
 
 
 def _reply(msg: Message, vectors: list[torch.Tensor], metrics: dict) -> Message:

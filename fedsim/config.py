@@ -158,6 +158,65 @@ class OutputConfig(Section):
     plot: bool = True
 
 
+class CheckpointConfig(Section):
+    """Resumable state under ``RUN_DIR/checkpoints/`` (see docs/readme/reliability.md).
+
+    ``every``: checkpoint after every ``every`` rounds; 0 disables checkpoints; unset (the
+    default) picks it from the state size: every round while the state is at most
+    ``auto_mib`` MiB, otherwise about every ``size / auto_mib`` rounds. Temp file + rename makes a
+    checkpoint atomic against a killed process; ``fsync`` also makes it durable across a machine
+    crash (costs about 10-20 ms per checkpoint on this kind of disk).
+    """
+
+    every: int | None = Field(None, ge=0, le=1_000_000)
+    auto_mib: float = Field(8.0, gt=0, le=1e6)
+    fsync: bool = Field(False, description="fsync checkpoint files: survives power loss, not only a killed process")
+
+
+class DivergenceConfig(Section):
+    """A run ends cleanly with status ``diverged`` when a model (global, or any UE model) has a
+    non-finite entry or a Euclidean norm above ``max_norm``."""
+
+    max_norm: float = Field(1e8, gt=0)
+
+
+class FaultsConfig(Section):
+    """Injected UE faults (all seeded from stream ``"faults"``; rounds count from 1).
+
+    ``unavailable``: probability that a UE is unavailable in a round. ``trace``: [round, ue]
+    pairs that are unavailable. ``raise_at``: [round, ue] pairs where the UE raises mid-training.
+    ``nan_at``: [round, ue] pairs where the UE transmits NaN. ``slowdown``: [ue, factor] pairs
+    multiplying that UE's compute time; with ``deadline`` (seconds of compute per round) a UE
+    whose ``steps * tau_cp * factor`` exceeds it is dropped from the superposition.
+    ``policy`` for non-finite contributions: ``exclude`` (leave them out, the rest is aggregated),
+    ``skip-round`` (no aggregate that round) or ``zero`` (non-finite entries become 0).
+    """
+
+    unavailable: float = Field(0.0, ge=0, le=1)
+    trace: list[tuple[int, int]] = Field(default_factory=list)
+    raise_at: list[tuple[int, int]] = Field(default_factory=list)
+    nan_at: list[tuple[int, int]] = Field(default_factory=list)
+    slowdown: list[tuple[int, float]] = Field(default_factory=list)
+    deadline: float | None = Field(None, gt=0)
+    policy: Literal["exclude", "skip-round", "zero"] = "exclude"
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> FaultsConfig:
+        for key in ("trace", "raise_at", "nan_at"):
+            for r, ue in getattr(self, key):
+                if r < 1 or ue < 0:
+                    raise ValueError(f"faults.{key}: [{r}, {ue}] needs round >= 1 and ue >= 0")
+        for ue, factor in self.slowdown:
+            if ue < 0 or not factor > 0:
+                raise ValueError(f"faults.slowdown: [{ue}, {factor}] needs ue >= 0 and factor > 0")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return bool(self.unavailable or self.trace or self.raise_at or self.nan_at or
+                    (self.deadline is not None and self.slowdown))
+
+
 class ExperimentConfig(Section):
     """A whole experiment. See experiments/*.toml and the README for examples."""
 
@@ -172,10 +231,29 @@ class ExperimentConfig(Section):
     timing: TimingConfig = TimingConfig()
     engine: EngineConfig = EngineConfig()
     output: OutputConfig = OutputConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    divergence: DivergenceConfig = DivergenceConfig()
+    faults: FaultsConfig = FaultsConfig()
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="dotted key -> list of values; the grid of variants (see fedsim.sweep)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_total_steps(cls, data: Any) -> Any:
+        """Workloads that schedule by training progress (e.g. moe-lm's stage switch) take
+        ``total_steps``; unless given, it is rounds * train.local_steps of this experiment."""
+        if not isinstance(data, dict) or not isinstance(data.get("workload"), dict):
+            return data
+        wl_cls = _workload_class(str(data["workload"].get("name", "")))
+        if wl_cls is None or "total_steps" not in wl_cls.model_fields or "total_steps" in data["workload"]:
+            return data
+        rounds, train = data.get("rounds", 50), data.get("train", {})
+        steps = train.get("local_steps", 1) if isinstance(train, dict) else 1
+        if isinstance(rounds, int) and isinstance(steps, int) and rounds > 0 and steps > 0:
+            data = {**data, "workload": {**data["workload"], "total_steps": rounds * steps}}
+        return data
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> ExperimentConfig:
@@ -325,13 +403,12 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
         if part in WORKLOAD_NAMES:
             model = _workload_class(part)
             continue
-        field = getattr(model, "model_fields", {}).get(part)
+        field = getattr(model, "model_fields", {}).get(part) if model is not None else None
         if field is None:
             return []
         ann = field.annotation
+        # a discriminated union (the workload) resolves at the next loc part, its tag
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        if model is None:
-            return []
     return sorted(getattr(model, "model_fields", {}).keys())
 
 

@@ -28,7 +28,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedsim.config import EngineConfig
 
 SERVER_NODE_ID = 0
-CLIENT_EXCEPTION_CODE = 1  # same meaning as Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+CLIENT_EXCEPTION_CODE = 2  # Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION
 
 
 class InlineGrid(Grid):
@@ -127,6 +127,29 @@ def ray_backend_config(engine: EngineConfig, temp_dir: str | None) -> dict[str, 
         "client_resources": {"num_cpus": engine.cpus_per_ue, "num_gpus": 0.0},
         "init_args": init_args,
     }
+
+
+RAY_CONNECT_TIMEOUT_S = 3.0
+
+
+def check_ray_address(engine: EngineConfig, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Fail fast (FedsimError) when ``--ray-address`` names a host:port nobody listens on;
+    ``ray.init`` itself would retry for a long time."""
+    import socket
+
+    from fedsim.errors import FedsimError
+
+    address = engine.ray_address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise FedsimError(f"--ray-address {address!r}: expected HOST:PORT, for example 127.0.0.1:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise FedsimError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc} within {timeout:g} s); "
+                          "start one with `ray start --head` or drop --ray-address") from None
 
 
 def run_ray(server_app: ServerApp, client_app: ClientApp, num_ues: int, engine: EngineConfig) -> None:

@@ -53,7 +53,11 @@ def group_runs(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
 
 def _unique_leaf(key: str, keys: list[str]) -> bool:
     leaf = key.split(".")[-1]
-    return leaf != "name" and sum(k.split(".")[-1] == leaf for k in keys) == 1
+    # generic leaves ("strategy.name", "overlap.enabled") need their section to mean anything
+    return leaf not in _GENERIC_LEAVES and sum(k.split(".")[-1] == leaf for k in keys) == 1
+
+
+_GENERIC_LEAVES = {"name", "enabled", "mode", "scale", "schedule"}
 
 
 def _aligned(runs: list[RunData], metric: str, x: str) -> tuple[np.ndarray, np.ndarray]:

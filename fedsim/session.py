@@ -9,6 +9,7 @@ processes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fedsim.config import ExperimentConfig
@@ -20,6 +21,8 @@ class Session:
     recorder: Any  # fedsim.recorder.Recorder
     config_json: str = ""
     result: dict[str, Any] = field(default_factory=dict)
+    run_dir: Path | None = None  # where checkpoints go
+    resume: Any = None  # fedsim.checkpoint state to continue from, or None
 
     def __post_init__(self) -> None:
         self.config_json = self.config.model_dump_json()

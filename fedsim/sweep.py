@@ -6,11 +6,16 @@
     seed = [0, 1, 2]
 
 The grid is the cartesian product, keys in file order and values in list order (the last key
-varies fastest). Every variant is validated before any runs. A sweep writes one folder:
+varies fastest). Every variant is validated before any runs. With the ``ray`` engine (the
+default) the variants run in parallel as Ray tasks, each on the inline engine, over the local
+cores or a cluster (:mod:`fedsim.parallel`); with ``inline`` they run one after another in this
+process. A sweep writes one folder:
 
     <output.dir>/<name>-<UTC timestamp>/
-      index.json      name, created, total, keys, and per variant: id, assignments,
-                      run_dir (relative), status; rewritten atomically after each variant
+      index.json      name, created, total, keys, workers (parallel), and per variant: id,
+                      assignments, run_dir (relative), status (pending, queued, running,
+                      completed, diverged, failed, interrupted), error, and for a parallel
+                      variant the task's wall_s / cpu_s; rewritten atomically as each variant ends
       sweep.toml      the resolved base config with its (flattened) sweep table
       <run dirs>      one ordinary run directory per variant (see fedsim.rundir)
       figures/        convergence.{png,pdf} (against round) and convergence-sim_time.{png,pdf}
@@ -190,15 +195,21 @@ def _variant_id(index: int, width: int, values: dict[str, Any]) -> str:
 
 
 def run_sweep(variants: list[Variant], base_cfg: ExperimentConfig, *, quiet: bool = False,
-              resume: Path | None = None, plot: bool = True) -> Path:
-    """Run ``variants`` one after another in a sweep folder and return that folder.
+              resume: Path | None = None, plot: bool = True, parallel: bool | None = None) -> Path:
+    """Run ``variants`` in a sweep folder and return that folder.
+
+    ``parallel`` (default: the base engine is ``ray``) runs the variants as Ray tasks, one CPU
+    each, every task on the inline engine over the same Flower apps (see :mod:`fedsim.parallel`):
+    over the local cores, or over the cluster at ``engine.ray_address`` / ``RAY_ADDRESS``.
+    Otherwise (base engine ``inline``) they run one after another in this process. Either way a
+    variant's metrics equal those of running it alone.
 
     A new folder ``<base_cfg.output.dir>/<name>-<UTC timestamp>/`` is created unless
     ``resume`` names an existing sweep folder; then variants recorded as completed or
     diverged (whose run directory still exists) are skipped and the rest rerun. A variant
     that raises is recorded as failed and the sweep goes on; Ctrl-C records ``interrupted``
-    and stops. ``index.json`` is rewritten after every variant. ``plot`` writes the overall
-    figures at the end.
+    (shutting Ray down) and stops. ``index.json`` is rewritten atomically as each variant
+    finishes. ``plot`` writes the overall figures at the end.
     """
     if resume is not None:
         sweep_dir = Path(resume)
@@ -219,6 +230,8 @@ def run_sweep(variants: list[Variant], base_cfg: ExperimentConfig, *, quiet: boo
     _write_index(sweep_dir, index)
 
     todo = [i for i, entry in enumerate(index["variants"]) if not _is_done(sweep_dir, entry)]
+    if parallel is None:
+        parallel = base_cfg.engine.name == "ray"
     progress = None if quiet else _progress()
     task = None
     if progress is not None:
@@ -226,16 +239,19 @@ def run_sweep(variants: list[Variant], base_cfg: ExperimentConfig, *, quiet: boo
         task = progress.add_task(base_cfg.name, total=len(variants),
                                  completed=len(variants) - len(todo), current="")
     try:
-        for i in todo:
-            variant, entry = variants[i], index["variants"][i]
-            if progress is not None and task is not None:
-                progress.update(task, current=variant.id)
-            entry.update(status="running", run_dir=None)
-            entry.pop("error", None)
-            _write_index(sweep_dir, index)
-            _run_variant(variant, sweep_dir, entry, index)
-            if progress is not None and task is not None:
-                progress.advance(task)
+        if parallel:
+            _run_parallel(variants, todo, base_cfg, sweep_dir, index, progress, task)
+        else:
+            for i in todo:
+                variant, entry = variants[i], index["variants"][i]
+                if progress is not None and task is not None:
+                    progress.update(task, current=variant.id)
+                entry.update(status="running", run_dir=None)
+                entry.pop("error", None)
+                _write_index(sweep_dir, index)
+                _run_variant(variant, sweep_dir, entry, index)
+                if progress is not None and task is not None:
+                    progress.advance(task)
     finally:
         if progress is not None:
             progress.stop()
@@ -244,6 +260,50 @@ def run_sweep(variants: list[Variant], base_cfg: ExperimentConfig, *, quiet: boo
     if plot:
         _plot_sweep(sweep_dir, index)
     return sweep_dir
+
+
+def _run_parallel(variants: list[Variant], todo: list[int], base_cfg: ExperimentConfig, sweep_dir: Path,
+                  index: dict[str, Any], progress: Any, task: Any) -> None:
+    """The unfinished variants as Ray tasks; each result is written and indexed as it lands."""
+    from fedsim.parallel import run_parallel, unpack_run_dir
+
+    entries = index["variants"]
+    for i in todo:
+        entries[i].update(status="queued", run_dir=None)
+        entries[i].pop("error", None)
+    _write_index(sweep_dir, index)
+    finished: set[int] = set()
+
+    def started(workers: int) -> None:
+        index["workers"] = workers
+        if progress is not None and task is not None:
+            progress.update(task, current=f"{workers} workers")
+
+    def landed(i: int, result: dict[str, Any]) -> None:
+        entry = entries[i]
+        if result.get("name") and result.get("files"):
+            entry["run_dir"] = unpack_run_dir(sweep_dir, result["name"], result["files"]).name
+        entry["status"] = result["status"]
+        if result.get("error"):
+            entry["error"] = result["error"]
+        for key in ("wall_s", "cpu_s"):  # the task's own seconds: how busy the workers were
+            if key in result:
+                entry[key] = result[key]
+        finished.add(i)
+        _write_index(sweep_dir, index)
+        if progress is not None and task is not None:
+            progress.update(task, advance=1, current=variants[i].id)
+
+    try:
+        run_parallel([(i, variants[i].config) for i in todo], base_cfg.engine, landed, started)
+    except BaseException as exc:
+        for i in todo:
+            if i not in finished:
+                entries[i]["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                if not isinstance(exc, KeyboardInterrupt):
+                    entries[i]["error"] = f"{type(exc).__name__}: {exc}"
+        _write_index(sweep_dir, index)
+        raise
 
 
 def new_sweep_dir(out_dir: str | Path, name: str) -> Path:

@@ -13,18 +13,22 @@ from typing import Annotated
 
 from pydantic import Field, TypeAdapter
 
+from fedsim.workloads.augsearch import AugSearchCnn, DigitsAugsearchConfig, MnistAugsearchConfig
 from fedsim.workloads.base import LrFn, TheoryConstants, Workload
 from fedsim.workloads.images import DigitsCnnConfig, ImageCnn, MnistCnnConfig
+from fedsim.workloads.moe import MoeLm, MoeLmConfig
 from fedsim.workloads.quadratic import Quadratic, QuadraticConfig
 from fedsim.workloads.synthetic import SyntheticLogreg, SyntheticLogregConfig
 
 WorkloadConfig = Annotated[
-    SyntheticLogregConfig | QuadraticConfig | MnistCnnConfig | DigitsCnnConfig,
+    SyntheticLogregConfig | QuadraticConfig | MnistCnnConfig | DigitsCnnConfig | MoeLmConfig
+    | MnistAugsearchConfig | DigitsAugsearchConfig,
     Field(discriminator="name"),
 ]
 """Any workload config, told apart by its ``name`` field."""
 
-WORKLOAD_NAMES: tuple[str, ...] = ("synthetic-logreg", "quadratic", "mnist-cnn", "digits-cnn")
+WORKLOAD_NAMES: tuple[str, ...] = ("synthetic-logreg", "quadratic", "mnist-cnn", "digits-cnn", "moe-lm",
+                                   "mnist-augsearch", "digits-augsearch")
 
 _ADAPTER: TypeAdapter[WorkloadConfig] = TypeAdapter(WorkloadConfig)
 
@@ -56,15 +60,24 @@ def _build_cached(kind: str, cfg_json: str, seed: int) -> Workload:
         return Quadratic(cfg, seed)
     if isinstance(cfg, MnistCnnConfig | DigitsCnnConfig):
         return ImageCnn(cfg, seed)
+    if isinstance(cfg, MnistAugsearchConfig | DigitsAugsearchConfig):
+        return AugSearchCnn(cfg, seed)
+    if isinstance(cfg, MoeLmConfig):
+        return MoeLm(cfg, seed)
     raise TypeError(f"unknown workload config {kind}")  # pragma: no cover
 
 
 __all__ = [
     "WORKLOAD_NAMES",
+    "AugSearchCnn",
+    "DigitsAugsearchConfig",
+    "MnistAugsearchConfig",
     "DigitsCnnConfig",
     "ImageCnn",
     "LrFn",
     "MnistCnnConfig",
+    "MoeLm",
+    "MoeLmConfig",
     "Quadratic",
     "QuadraticConfig",
     "SyntheticLogreg",

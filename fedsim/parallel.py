@@ -1,0 +1,219 @@
+"""Sweep variants as Ray tasks: one CPU each, every task running the inline engine.
+
+A sweep whose base experiment uses the ``ray`` engine does not start Flower's Ray runtime once
+per variant (8-10 s of fixed cost each). Instead each variant becomes one Ray task
+(``num_cpus=1``) that runs :func:`fedsim.runner.run_experiment` with ``engine.name = "inline"``:
+the same ServerApp and ClientApp, in one process, no nested Ray. The tasks spread over the
+local cores (a private local Ray: loopback only, no dashboard, bounded object store, short
+temp dir removed afterwards) or over every node of the cluster at ``engine.ray_address`` /
+``RAY_ADDRESS``.
+
+A task writes its run directory into a private temp dir on whichever node runs it and returns
+the files; the driver writes them into the sweep folder (so a cluster needs no shared
+filesystem). Results arrive in completion order; the caller gets each one as it lands.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fedsim import _env  # noqa: F401  (sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER etc. before ray is imported)
+from fedsim.config import EngineConfig, ExperimentConfig
+from fedsim.rundir import PROJECT_ROOT
+
+#: Files and folders of a run directory, relative path -> bytes.
+Files = dict[str, bytes]
+# Ray sockets live in the temp dir; AF_UNIX paths are limited to 107 bytes, so keep it short.
+_TEMP_PREFIX = "fss"
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def run_variant_files(cfg_json: str) -> dict[str, Any]:
+    """Run one variant inline in this process and return its run directory as bytes.
+
+    ``cfg_json`` is the variant's validated config (``ExperimentConfig.model_dump_json()``).
+    Returns ``{"name": run dir name or None, "files": Files, "status": str, "error": str | None,
+    "wall_s": float, "cpu_s": float}`` (the task's wall and CPU seconds). Never raises for a
+    failing variant: the failure is data.
+    """
+    import torch
+
+    from fedsim.runner import run_experiment
+
+    # One thread: a variant's numbers must not depend on how many tasks share the node.
+    torch.set_num_threads(1)
+    started, cpu0 = time.monotonic(), time.process_time()
+    cfg = ExperimentConfig.model_validate_json(cfg_json)
+    cfg.engine.name = "inline"  # same Flower apps, no Ray inside a Ray task
+    with tempfile.TemporaryDirectory(prefix="fsv") as tmp:
+        cfg.output.dir = tmp
+        error: str | None = None
+        try:
+            run_dir: Path | None = run_experiment(cfg, quiet=True)
+        except Exception as exc:  # noqa: BLE001 - one bad variant must not end the sweep
+            error = f"{type(exc).__name__}: {exc}"
+            dirs = [p for p in Path(tmp).iterdir() if p.is_dir()]
+            run_dir = dirs[0] if len(dirs) == 1 else None
+        files = pack_run_dir(run_dir) if run_dir is not None else {}
+    return {"name": run_dir.name if run_dir is not None else None, "files": files,
+            "status": _status_of(files) if error is None else "failed", "error": error,
+            "wall_s": round(time.monotonic() - started, 3), "cpu_s": round(time.process_time() - cpu0, 3)}
+
+
+def pack_run_dir(run_dir: Path) -> Files:
+    """Every regular file under ``run_dir`` (temp files of atomic writes excluded)."""
+    out: Files = {}
+    for p in sorted(run_dir.rglob("*")):
+        if p.is_file() and not p.name.startswith("."):
+            out[p.relative_to(run_dir).as_posix()] = p.read_bytes()
+    return out
+
+
+def _status_of(files: Files) -> str:
+    import json
+
+    try:
+        return str(json.loads(files["summary.json"])["status"])
+    except (KeyError, ValueError):
+        return "failed"
+
+
+# --------------------------------------------------------------------------- driver side
+
+
+def unpack_run_dir(parent: Path, name: str, files: Files) -> Path:
+    """Write ``files`` as the run directory ``parent/name`` (suffixed if taken); summary.json
+    last, every file atomically, so a killed driver never leaves a run dir that looks done."""
+    path, i = parent / name, 1
+    while True:
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            break
+        except FileExistsError:
+            path = parent / f"{name}-{i}"
+            i += 1
+    for sub in ("figures", "checkpoints"):
+        (path / sub).mkdir(exist_ok=True)
+    for rel in sorted(files, key=lambda r: r == "summary.json"):
+        _atomic_write_bytes(path / rel, files[rel])
+    return path
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cluster_address(engine: EngineConfig) -> str | None:
+    """The Ray cluster to join (``engine.ray_address``, else ``RAY_ADDRESS``), or None."""
+    return engine.ray_address or os.environ.get("RAY_ADDRESS") or None
+
+
+def ray_init_args(engine: EngineConfig, temp_dir: str | None) -> dict[str, Any]:
+    """``ray.init`` arguments for a sweep driver (same policy as ``fedsim.engines``)."""
+    pythonpath = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
+    args: dict[str, Any] = {
+        "logging_level": "ERROR",
+        "log_to_driver": False,
+        "include_dashboard": False,
+        # Workers import fedsim from the same tree as the driver, as Flower does for its actors.
+        "runtime_env": {"env_vars": {"PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}},
+    }
+    address = cluster_address(engine)
+    if address:
+        args["address"] = address
+        # Other nodes may not have this checkout: ship the three packages with the job.
+        import channels
+        import fedsim
+        import strategies
+
+        args["runtime_env"] = {"py_modules": [fedsim, strategies, channels],
+                               "env_vars": {"OMP_NUM_THREADS": "1"}}
+    else:
+        args.update(
+            num_cpus=engine.num_cpus or os.cpu_count() or 1,
+            object_store_memory=engine.object_store_mb * 1024 * 1024,
+            _temp_dir=temp_dir,
+            _node_ip_address="127.0.0.1",
+        )
+    return args
+
+
+@contextmanager
+def ray_session(engine: EngineConfig) -> Iterator[Any]:
+    """Start (or join) Ray for a sweep, yield the ``ray`` module, and always shut it down."""
+    import ray
+
+    if ray.is_initialized():
+        raise RuntimeError("Ray is already initialised in this process; fedsim starts and stops its own")
+    temp_dir = None if cluster_address(engine) else tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir="/tmp")
+    try:
+        ray.init(**ray_init_args(engine, temp_dir))
+        yield ray
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if temp_dir:
+            _remove_when_released(temp_dir)
+
+
+def _remove_when_released(path: str, attempts: int = 20) -> None:
+    # Ray's processes may take a moment to release files after shutdown.
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.1)
+
+
+def run_parallel(jobs: list[tuple[int, ExperimentConfig]], engine: EngineConfig,
+                 on_result: Callable[[int, dict[str, Any]], None],
+                 on_start: Callable[[int], None] | None = None) -> None:
+    """Run each ``(key, config)`` of ``jobs`` as a Ray task; call ``on_result(key, result)`` as
+    each finishes (completion order; ``result`` as from :func:`run_variant_files`).
+
+    A task that dies (worker crash, out of memory) yields a ``failed`` result. Ctrl-C cancels
+    what is still queued or running and shuts Ray down before the KeyboardInterrupt propagates.
+    ``on_start(n_workers)`` is called once Ray is up, with the number of CPUs it offers.
+    """
+    if not jobs:
+        return
+    with ray_session(engine) as ray:
+        task = ray.remote(num_cpus=1)(run_variant_files)
+        if on_start is not None:
+            on_start(int(ray.cluster_resources().get("CPU", 1)))
+        pending = {task.remote(cfg.model_dump_json()): key for key, cfg in jobs}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    key = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - the task itself died
+                        reason = "".join(traceback.format_exception_only(exc)).strip()
+                        result = {"name": None, "files": {}, "status": "failed", "error": reason}
+                    on_result(key, result)
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise

@@ -1,0 +1,311 @@
+"""Reliability (issue 9): checkpoint/resume identity, fault injection, divergence, Ray faults,
+concurrency. Hostile input lives in test_hostile_input.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedsim.config import apply_overrides, validate
+from fedsim.rundir import load_run
+from fedsim.runner import run_experiment
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMING_KEYS = {"wall_s", "analytics_ms"}  # wall-clock measurements differ between any two runs
+
+
+def strip(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def experiment_file(tmp_path: Path, *overrides: str) -> Path:
+    """A TOML experiment for the subprocess runs."""
+    import tomli_w
+
+    data = apply_overrides({}, list(overrides))
+    cfg = validate(data)
+    path = tmp_path / "exp.toml"
+    path.write_text(tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True)))
+    return path
+
+
+def cli(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "fedsim.cli", "run", *args, "--quiet"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True, **kw)
+
+
+def only_run_dir(parent: Path) -> Path:
+    (d,) = [p for p in parent.iterdir() if p.is_dir()]
+    return d
+
+
+def metric_lines(run_dir: Path) -> int:
+    p = run_dir / "metrics.jsonl"
+    return p.read_bytes().count(b"\n") if p.exists() else 0
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every live descendant of ``pid`` (from /proc), so that processes our child
+    started in other sessions (Ray's daemons) can be stopped by PID, never by name."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def kill_at_random_round(proc: subprocess.Popen, out: Path, lo: int, hi: int, rng: random.Random,
+                         timeout: float = 120) -> int:
+    """SIGKILL the process group this test started once metrics.jsonl has >= k lines."""
+    k = rng.randint(lo, hi)
+    deadline = time.monotonic() + timeout
+    while True:
+        dirs = [p for p in out.iterdir() if p.is_dir()] if out.exists() else []
+        if dirs and metric_lines(dirs[0]) >= k:
+            break
+        assert proc.poll() is None, f"run ended before round {k}: {proc.communicate()}"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    family = descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)  # the group this test started (start_new_session), nothing else
+    for pid in family:  # our child's own children that left the group (Ray daemons)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+    return k
+
+
+BASE = ["engine.name='inline'", "output.plot=false", "sweep={}",
+        "workload={name='synthetic-logreg', num_ues=6, batch_size=0}"]
+NOISY = ["channel.interference='sas'", "channel.alpha=1.5", "channel.scale=0.05", "channel.fading='rayleigh'",
+         "channel.power_control='phase'"]
+
+
+def config(tmp_path: Path, *overrides: str):
+    return validate(apply_overrides({}, [*BASE, f"output.dir={str(tmp_path)!r}", *overrides]))
+
+
+# ----------------------------------------------------------------------------- kill and resume
+
+
+def test_sigkill_and_resume_identical_inline(tmp_path: Path) -> None:
+    """SIGKILL `fedsim run` at a random round, resume it: metrics.jsonl equals an uninterrupted run."""
+    exp = experiment_file(tmp_path, *BASE, "rounds=40", "strategy.name='serverfree-relay'", *NOISY)
+    ref = load_run(run_experiment(validate(apply_overrides({}, [*BASE, "rounds=40", "strategy.name='serverfree-relay'",
+                                                                 *NOISY, f"output.dir={str(tmp_path / 'ref')!r}"])),
+                                  quiet=True)).metrics
+    proc = cli(str(exp), "--out", str(tmp_path / "killed"))
+    kill_at_random_round(proc, tmp_path / "killed", 3, 35, random.Random())
+    run_dir = only_run_dir(tmp_path / "killed")
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
+    res = cli("--resume", str(run_dir))
+    out, errs = res.communicate(timeout=120)
+    assert res.returncode == 0, errs
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len(set(lines)) == 41  # no duplicated or torn line
+    assert strip(load_run(run_dir).metrics) == strip(ref)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumed"] == 1
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_identical_ray(tmp_path: Path) -> None:
+    """The same on the Ray engine; the resumed half runs on Ray too and must equal inline."""
+    extra = ["rounds=30", "strategy.name='serverfree-relay'", *NOISY]
+    ref = load_run(run_experiment(config(tmp_path / "ref", *extra), quiet=True)).metrics
+    exp = experiment_file(tmp_path, *BASE, *extra, "engine.name='ray'", "engine.num_cpus=2")
+    proc = cli(str(exp), "--out", str(tmp_path / "killed"))
+    kill_at_random_round(proc, tmp_path / "killed", 3, 25, random.Random(), timeout=240)
+    run_dir = only_run_dir(tmp_path / "killed")
+    res = cli("--resume", str(run_dir))
+    _, errs = res.communicate(timeout=240)
+    assert res.returncode == 0, errs
+    assert strip(load_run(run_dir).metrics) == strip(ref)
+
+
+class Interrupt(KeyboardInterrupt):
+    """Ctrl-C at a chosen round (raised from inside the ServerApp)."""
+
+
+def _interrupted_run(monkeypatch: pytest.MonkeyPatch, cfg, after_rows: int) -> Path:
+    from fedsim.recorder import Recorder
+
+    original = Recorder.log
+
+    def log(self, row):
+        original(self, row)
+        if len(self.rows) >= after_rows:
+            raise Interrupt()
+
+    monkeypatch.setattr(Recorder, "log", log)
+    with pytest.raises(Interrupt):
+        run_experiment(cfg, quiet=True)
+    monkeypatch.setattr(Recorder, "log", original)
+    return only_run_dir(Path(cfg.output.dir))
+
+
+RESUME_CASES = {
+    "server-ota-sas": ["strategy.name='server-ota'", *NOISY[:3], "train.local_steps=2"],
+    "digital-partial": ["strategy.fraction=0.5", "channel.quant_bits=8"],
+    "relay-reset": ["strategy.name='serverfree-relay'", "strategy.mode='reset'", *NOISY],
+    "d2d-overlap": ["strategy.name='serverfree-d2d'", "channel.power_control='none'", "strategy.overlap.enabled=true",
+                    "timing.latency_ratio=2.5", "train.local_steps=2", "channel.interference='gaussian'",
+                    "channel.scale=0.01"],
+    "faults-every-3": ["strategy.name='serverfree-relay'", "checkpoint.every=3", "faults.unavailable=0.2",
+                       "faults.nan_at=[[4, 1]]", "faults.raise_at=[[6, 2]]", "faults.slowdown=[[3, 5.0]]",
+                       "faults.deadline=0.002", "strategy.fraction=0.5"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESUME_CASES))
+def test_crash_and_resume_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """In-process crash at a random round, then resume: identical metrics, every strategy family."""
+    extra = ["rounds=12", *RESUME_CASES[case]]
+    ref = strip(load_run(run_experiment(config(tmp_path / "ref", *extra), quiet=True)).metrics)
+    cfg = config(tmp_path / "crash", *extra)
+    run_dir = _interrupted_run(monkeypatch, cfg, random.Random().randint(2, 12))
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    run_experiment(cfg, quiet=True, resume=run_dir)
+    assert strip(load_run(run_dir).metrics) == ref
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+
+# ----------------------------------------------------------------------------- checkpoint files
+
+
+def test_tampered_or_truncated_checkpoint_is_refused(tmp_path: Path) -> None:
+    from fedsim.checkpoint import load_checkpoint
+    from fedsim.errors import RunDirError
+
+    run_dir = run_experiment(config(tmp_path, "rounds=5", "strategy.name='serverfree-relay'"), quiet=True)
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt is not None and ckpt.round == 5 and ckpt.meta["metrics_lines"] == 5
+    (pt,) = (run_dir / "checkpoints").glob("state-*.pt")
+    data = pt.read_bytes()
+    pt.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunDirError, match="SHA-256"):
+        load_checkpoint(run_dir)
+    pt.write_bytes(data)
+    index = run_dir / "checkpoints" / "latest.json"
+    index.write_text(index.read_text()[:40])
+    with pytest.raises(RunDirError, match="corrupt"):
+        load_checkpoint(run_dir)
+
+
+def test_checkpoint_default_every_round_for_small_models(tmp_path: Path) -> None:
+    from fedsim.checkpoint import auto_every
+    from fedsim.workloads import build_workload
+
+    cfg = config(tmp_path, "strategy.name='serverfree-relay'")
+    wl = build_workload(cfg.workload, cfg.seed)
+    assert auto_every(cfg, wl, per_ue=True) == 1
+    big = config(tmp_path, "checkpoint.auto_mib=0.01")
+    assert auto_every(big, wl, per_ue=True) == 9  # 6 UEs x 3 x 610 x 8 B = 0.084 MiB -> every 9 rounds
+    assert auto_every(config(tmp_path, "checkpoint.every=0"), wl, per_ue=True) == 0
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def test_faults_are_recorded_and_counted(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "rounds=6", "strategy.name='server-ota'", "faults.trace=[[2, 0], [3, 1]]",
+                 "faults.raise_at=[[4, 2]]", "faults.nan_at=[[5, 3]]", "faults.slowdown=[[5, 10.0]]",
+                 "faults.deadline=0.005")
+    run_dir = run_experiment(cfg, quiet=True)
+    rows = {r["round"]: r for r in load_run(run_dir).metrics}
+    assert rows[2]["injected"]["unavailable"] == [0] and rows[2]["failed_ues"] == [0, 5]
+    assert rows[4]["injected"]["raise"] == [2] and "raised mid-training" in rows[4]["failure_reasons"][0]
+    assert rows[5]["injected"]["nan"] == [3] and sorted(rows[5]["failed_ues"]) == [3, 5]
+    assert all(r["injected"]["straggler"] == [5] and 5 in r["failed_ues"] for k, r in rows.items() if k >= 1)
+    assert [rows[k]["participants"] for k in range(1, 7)] == [5, 4, 4, 4, 4, 5]
+    # the straggler is dropped and every round waits out the 5 ms deadline (tau_cp = 1 ms, K = 1)
+    steps = [rows[k]["sim_time"] - rows[k - 1]["sim_time"] for k in range(1, 7)]
+    assert min(steps) == pytest.approx(max(steps)) and min(steps) >= 0.005
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["faults"] == {"unavailable": 2, "raise": 1, "nan": 1, "straggler": 6}
+    assert summary["failures_total"] == 2 + 1 + 1 + 6
+
+
+@pytest.mark.parametrize("policy", ["exclude", "skip-round", "zero"])
+def test_nan_policy(tmp_path: Path, policy: str) -> None:
+    cfg = config(tmp_path, "rounds=3", "strategy.name='server-digital'", "faults.nan_at=[[2, 1]]",
+                 f"faults.policy='{policy}'")
+    rows = load_run(run_experiment(cfg, quiet=True)).metrics
+    assert all(r.get("diverged") is None for r in rows)
+    if policy == "zero":
+        assert rows[2]["participants"] == 6 and rows[2]["failures"] == 0
+    else:
+        assert rows[2]["failed_ues"] == [1]
+        assert rows[2]["participants"] == (5 if policy == "exclude" else 0)
+    if policy == "skip-round":
+        assert rows[2]["loss"] == rows[1]["loss"]  # no aggregate that round: the model stays
+
+
+@pytest.mark.parametrize("strategy", ["server-ota", "serverfree-relay"])
+def test_faults_identical_on_repeat_and_serverfree_survives(tmp_path: Path, strategy: str) -> None:
+    extra = ["rounds=8", f"strategy.name='{strategy}'", "faults.unavailable=0.3", "faults.raise_at=[[3, 0]]"]
+    a = strip(load_run(run_experiment(config(tmp_path / "a", *extra), quiet=True)).metrics)
+    b = strip(load_run(run_experiment(config(tmp_path / "b", *extra), quiet=True)).metrics)
+    assert a == b
+    assert sum(len(r.get("injected", {}).get("unavailable", [])) for r in a) > 0
+    assert all("loss" in r for r in a)
+
+
+# ----------------------------------------------------------------------------- divergence
+
+
+@pytest.mark.parametrize("strategy", ["server-ota", "serverfree-relay"])
+def test_divergence_ends_run_cleanly(tmp_path: Path, strategy: str) -> None:
+    """alpha = 0.6 interference with a large scale blows the model up: status diverged."""
+    mode = "channel.interference_mode='common'" if strategy != "server-ota" else "channel.power=1.0"
+    cfg = config(tmp_path, "rounds=40", f"strategy.name='{strategy}'", "channel.interference='sas'",
+                 "channel.alpha=0.6", "channel.scale=5.0", "divergence.max_norm=1e3", mode)
+    run_dir = run_experiment(cfg, quiet=True)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = load_run(run_dir).metrics
+    assert summary["status"] == "diverged"
+    assert summary["rounds"] == summary["diverged_round"] == rows[-1]["round"] < 40
+    assert rows[-1]["diverged"] is True and rows[-1]["diverged_reason"]
+    assert [r["round"] for r in rows] == list(range(rows[-1]["round"] + 1))  # everything before is kept
+    from fedsim.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="already diverged"):
+        run_experiment(cfg, quiet=True, resume=run_dir)
+
+
+# ----------------------------------------------------------------------------- concurrency
+
+
+def test_two_runs_started_together_get_distinct_dirs(tmp_path: Path) -> None:
+    """Two processes create run dirs with the same name in the same second."""
+    code = ("import sys, time; from fedsim.rundir import new_run_dir; t = float(sys.argv[1]);\n"
+            "time.sleep(max(0, t - time.time())); print(new_run_dir(sys.argv[2], 'same'))")
+    start = time.time() + 3
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(start), str(tmp_path)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    paths = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert len(set(paths)) == 4
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 4
+    assert all((Path(p) / "checkpoints").is_dir() for p in paths)
