@@ -11,7 +11,9 @@ directory. Both final models must agree (checked), so the work is the same.
 
 The cost is the mean time of a warm round (rounds ``--warmup``+1 .. R) divided by N. The ratio
 is printed with evaluation every round and with evaluation only at the end (engine overhead
-alone). Torch runs single-threaded, as in fedsim's workers.
+alone). Torch runs single-threaded, as in fedsim's workers. fedsim's per-round checkpoints
+(two fsyncs per round) are off by default here, as the plain loop has none; ``--checkpoint-every
+-1`` measures them too.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from fedsim.schedule import make_lr
 from fedsim.workloads import build_workload
 
 
-def config(ues: int, rounds: int, steps: int, lr: float, eval_every: int) -> ExperimentConfig:
+def config(ues: int, rounds: int, steps: int, lr: float, eval_every: int, ckpt: int | None) -> ExperimentConfig:
     return validate({
         "name": "bench-inline", "rounds": rounds, "seed": 0, "eval_every": eval_every,
+        "checkpoint": {} if ckpt is None else {"every": ckpt},
         "workload": {"name": "synthetic-logreg", "num_ues": ues, "batch_size": 0},
         "train": {"local_steps": steps, "lr": {"eta": lr}},
         "strategy": {"name": "server-digital"},
@@ -89,12 +92,16 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.3)
     ap.add_argument("--warmup", type=int, default=3, help="rounds left out of the timing")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs per side")
+    ap.add_argument("--checkpoint-every", type=int, default=0,
+                    help="fedsim's checkpoint.every (default 0: none, like the plain loop; -1: fedsim's auto)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    ckpt = None if args.checkpoint_every < 0 else args.checkpoint_every
     print(f"synthetic-logreg (d = 610), N = {args.ues} UEs, K = {args.steps}, {args.rounds} rounds, "
-          f"server-digital, 1 thread; best of {args.repeat}")
+          f"server-digital, 1 thread, fedsim checkpoint.every = {'auto' if ckpt is None else ckpt}; "
+          f"best of {args.repeat}")
     for label, every in (("eval every round", 1), ("eval at the end  ", args.rounds)):
-        cfg = config(args.ues, args.rounds, args.steps, args.lr, every)
+        cfg = config(args.ues, args.rounds, args.steps, args.lr, every, ckpt)
         build_workload(cfg.workload, cfg.seed)  # data and optimum built once, outside the timing
         plain = fed = float("inf")
         for _ in range(args.repeat):

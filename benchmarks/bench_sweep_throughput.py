@@ -2,8 +2,8 @@
 
 Run: ``python benchmarks/bench_sweep_throughput.py`` (about 1.5 minutes on 2 cores).
 
-The same sweep (default: 12 variants of ``server-ota`` on ``synthetic-logreg``, 20 UEs x 50
-rounds, seeds 0..11, so every variant also builds its own data) runs through ``run_sweep`` on a
+The same sweep (default: 16 variants of ``server-ota`` on ``synthetic-logreg``, 20 UEs x 100
+rounds as in grid_240, seeds 0..15, so every variant also builds its own data) runs through ``run_sweep`` on a
 local Ray with ``--workers`` CPUs each: each variant is one Ray task on the inline engine. The
 throughput is variants per minute, from the moment Ray is up to the last result (Ray's own
 start-up, 3-5 s, is printed apart), and end to end. The machine's load average is printed too:
@@ -66,9 +66,9 @@ def timed_sweep(data: dict[str, Any]) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", type=int, default=12)
+    ap.add_argument("--variants", type=int, default=16)
     ap.add_argument("--ues", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--workers", type=int, nargs=2, default=[1, 2])
     args = ap.parse_args()
     out = tempfile.mkdtemp(prefix="fsb-sweep")

@@ -130,15 +130,14 @@ def cluster_address(engine: EngineConfig) -> str | None:
 
 def ray_init_args(engine: EngineConfig, temp_dir: str | None) -> dict[str, Any]:
     """``ray.init`` arguments for a sweep driver (same policy as ``fedsim.engines``)."""
-    pythonpath = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
-    args: dict[str, Any] = {
-        "logging_level": "ERROR",
-        "log_to_driver": False,
-        "include_dashboard": False,
-        # Workers import fedsim from the same tree as the driver, as Flower does for its actors.
-        "runtime_env": {"env_vars": {"PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}},
-    }
+    args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False}
     address = cluster_address(engine)
+    if not address:
+        # A local Ray's workers inherit this process's environment; putting the checkout on
+        # PYTHONPATH (as Flower does for its actors) lets them import fedsim even when it is not
+        # pip-installed. No runtime_env: one would make Ray start a second set of workers.
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            dict.fromkeys(p for p in (str(PROJECT_ROOT), *os.environ.get("PYTHONPATH", "").split(os.pathsep)) if p))
     if address:
         args["address"] = address
         # Other nodes may not have this checkout: ship the three packages with the job.

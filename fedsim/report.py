@@ -399,6 +399,11 @@ def _constants_section(groups: list[Group]) -> str:
             + _table(rows) + "\nTheory values logged alongside the run:\n\n" + notes)
 
 
+def _overhead_text(frac: np.ndarray) -> str:
+    """Median [IQR] percentage, or "n/a" for runs that did not record analytics_s."""
+    return _med_iqr(100 * frac, 2) + " %" if np.isfinite(frac).any() else "n/a"
+
+
 def _overhead(g: Group) -> np.ndarray:
     """Per seed: time in OnlineAnalytics / wall time of the run (fraction)."""
     out = []
@@ -442,7 +447,7 @@ def build_report(paths: Sequence[str | Path], out: str | Path | None = None,
         summary.append({"group": g.label, "seeds": len(g.runs), "status": "/".join(statuses),
                         f"final {metric}": _med_iqr(finals), "rounds to target": _med_iqr(R),
                         "sim time to target [s]": _med_iqr(T), "non-finite": nonfinite,
-                        "analytics overhead": _med_iqr(100 * _overhead(g), 2) + " %"})
+                        "analytics overhead": _overhead_text(_overhead(g))})
         if g.alpha is not None:
             with np.errstate(all="ignore"):
                 cells.setdefault((g.alpha, g.level), []).append(float(np.nanmedian(R)) if np.isfinite(R).any()
