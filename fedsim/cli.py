@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fedsim.errors import FedsimError
+from fedsim.errors import FedsimError, RunInterrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Simulate federated learning at the wireless edge (Flower on Ray).")
@@ -20,6 +20,9 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
 
 def _fail(exc: FedsimError) -> None:
+    if isinstance(exc, RunInterrupted):  # Ctrl-C: not a user error; 130 as for SIGINT
+        err.print(f"{exc}; continue with: fedsim run --resume RUN_DIR", highlight=False)
+        raise typer.Exit(code=130)
     err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code=2)
 

@@ -152,6 +152,33 @@ def check_ray_address(engine: EngineConfig, timeout: float = RAY_CONNECT_TIMEOUT
                           "start one with `ray start --head` or drop --ray-address") from None
 
 
+def _replace_dead_actors() -> None:
+    """Make Flower's actor pool replace an actor whose process died instead of re-queueing it.
+
+    Flower 1.42 puts the actor of a failed job back into its pool even when the actor process is
+    gone (killed, OOM), so every later message routed to it fails too. fedsim's ServerApp
+    retries such messages; with this patch the retry lands on a fresh actor.
+    """
+    import ray
+    from flwr.simulation.ray_transport.ray_actor import BasicActorPool
+
+    if getattr(BasicActorPool.add_actor_back_to_pool, "_fedsim", False):
+        return
+
+    def add_actor_back_to_pool(self: BasicActorPool, future: Any) -> None:
+        actor = self._future_to_actor.pop(future)
+        try:
+            ray.get(future, timeout=0)
+        except ray.exceptions.RayActorError:
+            actor = self.create_actor_fn()
+        except Exception:  # noqa: BLE001 - any other outcome leaves the (live) actor as it is
+            pass
+        self.pool.append(actor)
+
+    add_actor_back_to_pool._fedsim = True  # type: ignore[attr-defined]
+    BasicActorPool.add_actor_back_to_pool = add_actor_back_to_pool  # type: ignore[method-assign]
+
+
 def run_ray(server_app: ServerApp, client_app: ClientApp, num_ues: int, engine: EngineConfig) -> None:
     """Run the apps on Flower's simulation runtime with the Ray backend."""
     import ray
@@ -162,6 +189,7 @@ def run_ray(server_app: ServerApp, client_app: ClientApp, num_ues: int, engine: 
     address = engine.ray_address or os.environ.get("RAY_ADDRESS")
     # AF_UNIX socket paths are limited to 107 bytes: keep the temp dir short.
     temp_dir = None if address else tempfile.mkdtemp(prefix="fsr", dir="/tmp")
+    _replace_dead_actors()
     try:
         run_simulation(
             server_app=server_app,

@@ -11,3 +11,7 @@ class ConfigError(FedsimError):
 
 class RunDirError(FedsimError):
     """A run directory is missing, incomplete or corrupt."""
+
+
+class RunInterrupted(FedsimError):
+    """The user stopped the run (Ctrl-C); completed rounds and the last checkpoint are kept."""

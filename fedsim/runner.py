@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fedsim.config import ExperimentConfig, to_toml_dict
-from fedsim.errors import RunDirError
+from fedsim.errors import RunDirError, RunInterrupted
 from fedsim.recorder import Recorder
 from fedsim.rundir import git_hash, new_run_dir, versions, write_config, write_summary
 from fedsim.session import Session, set_session
@@ -62,7 +67,7 @@ def run_experiment(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | N
     set_session(session)
     error: BaseException | None = None
     try:
-        with recorder:
+        with recorder, _stop_on_ctrl_c(session):
             if cfg.engine.name == "inline":
                 run_inline(server_app, client_app, num_ues)
             else:
@@ -72,7 +77,7 @@ def run_experiment(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | N
             result.update(session.result)
     except BaseException as exc:  # noqa: BLE001 - record, then re-raise
         error = exc
-        summary["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        summary["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt | RunInterrupted) else "failed"
         summary["error"] = "".join(traceback.format_exception_only(exc)).strip()
         summary["rounds"] = recorder.rows[-1]["round"] if recorder.rows else 0
     finally:
@@ -91,6 +96,27 @@ def run_experiment(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | N
     if error is not None:
         raise error
     return run_dir
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c(session: Session) -> Iterator[None]:
+    """First Ctrl-C: finish the current round, then stop cleanly (Ray is shut down, the summary
+    says "interrupted", `--resume` continues). A second Ctrl-C aborts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        session.stop.set()
+        signal.signal(signal.SIGINT, previous)
+        print("\nstopping after this round (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 #: Sections a resumed run may change: where and how it runs, never what it computes.

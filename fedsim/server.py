@@ -21,7 +21,7 @@ from fedsim import faults
 from fedsim.analytics.online import OnlineAnalytics
 from fedsim.client import resolved_transmit, uses_medium
 from fedsim.config import ExperimentConfig
-from fedsim.errors import ConfigError, FedsimError
+from fedsim.errors import ConfigError, FedsimError, RunInterrupted
 from fedsim.physical import build_channel, communication_time, compute_times
 from fedsim.schedule import make_lr
 from fedsim.session import Session, get_session
@@ -50,7 +50,7 @@ def discover_nodes(grid: Grid, num_ues: int, timeout: float = NODE_DISCOVERY_TIM
         time.sleep(0.01)
     node_ids = sorted(grid.get_node_ids())
     msgs = [Message(RecordDict(), n, MessageType.QUERY) for n in node_ids]
-    replies = list(grid.send_and_receive(msgs, timeout=timeout))
+    replies = send(grid, msgs)  # retried if an actor dies while starting
     mapping: dict[int, int] = {}
     for rep in replies:
         if rep.has_error():
@@ -59,6 +59,14 @@ def discover_nodes(grid: Grid, num_ues: int, timeout: float = NODE_DISCOVERY_TIM
     if sorted(mapping) != list(range(num_ues)):
         raise FedsimError(f"expected partitions 0..{num_ues - 1}, got {sorted(mapping)}")
     return mapping
+
+
+def check_stop(session: Session, done: int) -> None:
+    """Stop at a round boundary after Ctrl-C. Raised in the ServerApp thread, the exception
+    ends Flower's simulation runtime too (a KeyboardInterrupt in the main thread alone would
+    leave this thread polling for replies that never come)."""
+    if session.stop.is_set():
+        raise RunInterrupted(f"interrupted by the user after round {done}")
 
 
 def _finite(w: torch.Tensor) -> bool:
@@ -360,6 +368,7 @@ def _run_server(grid: Grid, session: Session, workload: Any, node_of_ue: dict[in
         row0 = {"round": 0, "sim_time": 0.0, **workload.evaluate(w)}
         rec.log({**row0, **analytics.row(0, row0, None, w.unsqueeze(0))})
     for r in range(first, cfg.rounds + 1):
+        check_stop(session, r - 1)
         msgs = list(strategy.configure_train(r, to_record(w), _round_config(session, r, steps), grid))
         sampled = {strategy.ue_of_node[m.metadata.dst_node_id] for m in msgs}
         plan = rel.plan(r, sampled, sampled)
@@ -413,6 +422,7 @@ def _run_medium(grid: Grid, session: Session, workload: Any, node_of_ue: dict[in
         ck.restore_attrs(analytics, meta["analytics"], bag)
     everyone = set(range(workload.num_ues))
     for r in range(first, cfg.rounds + 2):
+        check_stop(session, r - 1)
         flush = r == cfg.rounds + 1
         evaluate = (r - 1) % cfg.eval_every == 0 or flush
         msgs = medium.configure_round(r, _round_config(session, r, steps), report=evaluate, flush=flush)

@@ -8,6 +8,7 @@ processes.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ class Session:
     result: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None  # where checkpoints go
     resume: Any = None  # fedsim.checkpoint state to continue from, or None
+    stop: threading.Event = field(default_factory=threading.Event)  # set by Ctrl-C: stop at a round boundary
 
     def __post_init__(self) -> None:
         self.config_json = self.config.model_dump_json()
