@@ -20,7 +20,17 @@ from fedsim.config import ExperimentConfig
 from fedsim.physical import compute_times
 from fedsim.schedule import make_lr
 from fedsim.workloads import build_workload
-from strategies.common import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, PARTITION_ID, from_record, to_record
+from strategies.common import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NUM_EXAMPLES,
+    PARTITION_ID,
+    array_to_numpy,
+    from_record,
+    to_array,
+    to_record,
+)
 from strategies.overlap import OverlapState
 from strategies.server_ota import ue_transmit
 from strategies.serverfree import TRANSMITTED, Arrival, UEState, ue_round
@@ -149,12 +159,20 @@ def _load_local(context: Context) -> dict[str, torch.Tensor]:
     """The workload's UE-local tensors (never transmitted), kept in ``Context.state``."""
     if _LOCAL not in context.state:
         return {}
-    return {k: v.clone() for k, v in context.state[_LOCAL].to_torch_state_dict().items()}
+    return _named_tensors(context.state[_LOCAL])
 
 
 def _save_local(context: Context, local: dict[str, torch.Tensor]) -> None:
     if local:
-        context.state[_LOCAL] = ArrayRecord(dict(local))
+        context.state[_LOCAL] = _named_record(local)
+
+
+def _named_record(tensors: dict[str, torch.Tensor]) -> ArrayRecord:
+    return ArrayRecord(array_dict={k: to_array(v) for k, v in tensors.items()})
+
+
+def _named_tensors(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(array_to_numpy(a).copy()) for k, a in record.items()}
 
 
 def _load_state(context: Context, workload) -> UEState:
@@ -164,12 +182,12 @@ def _load_state(context: Context, workload) -> UEState:
         w0 = workload.init_params()
         return UEState(w0.clone(), OverlapState(pending={}, sync=w0.clone()))
     (w,) = from_record(st[_MODEL])
-    pending = {int(k): v.clone() for k, v in st[_PENDING].to_torch_state_dict().items()}
+    pending = {int(k): v for k, v in _named_tensors(st[_PENDING]).items()}
     (sync,) = from_record(st[_SYNC])
     return UEState(w, OverlapState(pending=pending, sync=sync))
 
 
 def _save_state(context: Context, state: UEState) -> None:
     context.state[_MODEL] = to_record(state.w)
-    context.state[_PENDING] = ArrayRecord({str(k): v for k, v in state.overlap.pending.items()})
+    context.state[_PENDING] = _named_record({str(k): v for k, v in state.overlap.pending.items()})
     context.state[_SYNC] = to_record(state.overlap.sync)

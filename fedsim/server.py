@@ -26,7 +26,7 @@ from fedsim.physical import build_channel, communication_time, compute_times
 from fedsim.schedule import make_lr
 from fedsim.session import Session, get_session
 from fedsim.workloads import build_workload
-from strategies.common import CONFIG, METRICS, PARTITION_ID, from_record, to_record
+from strategies.common import CONFIG, METRICS, PARTITION_ID, array_to_numpy, from_record, to_record
 from strategies.overlap import delay_in_steps, steps_per_block
 from strategies.server_ota import ServerOTA
 from strategies.serverfree import ServerFreeMedium
@@ -196,7 +196,7 @@ def snapshot_ue_states(grid: Grid, node_of_ue: dict[int, int], bag: ck.TensorBag
             if not len(record):
                 rows.append([ue, name, "", None])  # an empty record (no blocks in flight) still exists
             for key, arr in record.items():
-                rows.append([ue, name, key, bag.put(torch.from_numpy(arr.numpy().copy()))])
+                rows.append([ue, name, key, bag.put(torch.from_numpy(array_to_numpy(arr).copy()))])
     return rows
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Message
+from flwr.app import Array, ArrayRecord, Message
 
 from channels.rng import torch_generator
 
@@ -23,14 +23,32 @@ PARTITION_ID = "partition-id"
 NUM_EXAMPLES = "num-examples"
 
 
+#: Array serialisation type for raw contiguous bytes: Flower's default (``numpy.ndarray``) writes
+#: and parses a .npy header for every array, which dominated the cost of small messages.
+RAW_STYPE = "fedsim.raw"
+
+
+def to_array(t: torch.Tensor) -> Array:
+    """A Flower ``Array`` holding the tensor's raw bytes."""
+    a = t.detach().cpu().contiguous().numpy()
+    return Array(dtype=a.dtype.str, shape=tuple(int(n) for n in a.shape), stype=RAW_STYPE, data=a.tobytes())
+
+
+def array_to_numpy(a: Array) -> np.ndarray:
+    """A read-only numpy view of an ``Array`` of either serialisation type."""
+    if a.stype == RAW_STYPE:
+        return np.frombuffer(a.data, dtype=np.dtype(a.dtype)).reshape(a.shape)
+    return a.numpy()
+
+
 def to_record(*vectors: torch.Tensor) -> ArrayRecord:
     """One ArrayRecord holding the given flat tensors, in order."""
-    return ArrayRecord([v.detach().cpu().contiguous().numpy() for v in vectors])
+    return ArrayRecord(array_dict={str(i): to_array(v) for i, v in enumerate(vectors)})
 
 
 def from_record(record: ArrayRecord) -> list[torch.Tensor]:
-    """The flat tensors of an ArrayRecord, in order (copies, safe to modify)."""
-    return [torch.from_numpy(np.array(a, copy=True)) for a in record.to_numpy_ndarrays()]
+    """The tensors of an ArrayRecord, in order (copies, safe to modify)."""
+    return [torch.from_numpy(array_to_numpy(a).copy()) for a in record.values()]
 
 
 @dataclass
