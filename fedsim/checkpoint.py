@@ -25,8 +25,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ import numpy as np
 import torch
 
 from fedsim.errors import RunDirError
+from fedsim.rundir import atomic_write_bytes
 
 FORMAT = 1
 LATEST = "latest.json"
@@ -72,20 +71,6 @@ class TensorBag:
 # ----------------------------------------------------------------------------- files
 
 
-def _atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(run_dir: Path, round: int, meta: dict[str, Any], tensors: dict[str, torch.Tensor],
                     fsync: bool = True) -> Path:
     """Write a checkpoint for ``round`` atomically; returns the path of ``latest.json``."""
@@ -97,7 +82,7 @@ def save_checkpoint(run_dir: Path, round: int, meta: dict[str, Any], tensors: di
     torch.save(dict(tensors), buf)
     data = buf.getvalue()
     name = f"state-{round}.pt"
-    _atomic_write_bytes(folder / name, data, fsync)
+    atomic_write_bytes(folder / name, data, fsync)
     index = {
         "format": FORMAT,
         "round": round,
@@ -107,7 +92,7 @@ def save_checkpoint(run_dir: Path, round: int, meta: dict[str, Any], tensors: di
         "tensors": {k: [str(v.dtype).removeprefix("torch."), list(v.shape)] for k, v in tensors.items()},
         "meta": meta,
     }
-    _atomic_write_bytes(folder / LATEST, (json.dumps(index) + "\n").encode("utf-8"), fsync)
+    atomic_write_bytes(folder / LATEST, (json.dumps(index) + "\n").encode("utf-8"), fsync)
     for old in folder.glob("state-*.pt"):
         if old.name != name:
             old.unlink(missing_ok=True)

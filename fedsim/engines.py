@@ -202,10 +202,10 @@ def run_ray(server_app: ServerApp, client_app: ClientApp, num_ues: int, engine: 
         if ray.is_initialized():
             ray.shutdown()
         if temp_dir:
-            _remove_when_released(temp_dir)
+            remove_when_released(temp_dir)
 
 
-def _remove_when_released(path: str, attempts: int = 20) -> None:
+def remove_when_released(path: str, attempts: int = 20) -> None:
     # Ray's processes may take a moment to release files after shutdown.
     for _ in range(attempts):
         shutil.rmtree(path, ignore_errors=True)

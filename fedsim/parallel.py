@@ -16,7 +16,6 @@ filesystem). Results arrive in completion order; the caller gets each one as it 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 import traceback
@@ -27,7 +26,8 @@ from typing import Any
 
 from fedsim import _env  # noqa: F401  (sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER etc. before ray is imported)
 from fedsim.config import EngineConfig, ExperimentConfig
-from fedsim.rundir import PROJECT_ROOT
+from fedsim.engines import remove_when_released
+from fedsim.rundir import PROJECT_ROOT, atomic_write_bytes, unique_dir
 
 #: Files and folders of a run directory, relative path -> bytes.
 Files = dict[str, bytes]
@@ -94,33 +94,12 @@ def _status_of(files: Files) -> str:
 def unpack_run_dir(parent: Path, name: str, files: Files) -> Path:
     """Write ``files`` as the run directory ``parent/name`` (suffixed if taken); summary.json
     last, every file atomically, so a killed driver never leaves a run dir that looks done."""
-    path, i = parent / name, 1
-    while True:
-        try:
-            path.mkdir(parents=True, exist_ok=False)
-            break
-        except FileExistsError:
-            path = parent / f"{name}-{i}"
-            i += 1
+    path = unique_dir(parent / name)
     for sub in ("figures", "checkpoints"):
         (path / sub).mkdir(exist_ok=True)
     for rel in sorted(files, key=lambda r: r == "summary.json"):
-        _atomic_write_bytes(path / rel, files[rel])
+        atomic_write_bytes(path / rel, files[rel])
     return path
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cluster_address(engine: EngineConfig) -> str | None:
@@ -172,16 +151,7 @@ def ray_session(engine: EngineConfig) -> Iterator[Any]:
         if ray.is_initialized():
             ray.shutdown()
         if temp_dir:
-            _remove_when_released(temp_dir)
-
-
-def _remove_when_released(path: str, attempts: int = 20) -> None:
-    # Ray's processes may take a moment to release files after shutdown.
-    for _ in range(attempts):
-        shutil.rmtree(path, ignore_errors=True)
-        if not os.path.exists(path):
-            return
-        time.sleep(0.1)
+            remove_when_released(temp_dir)
 
 
 def run_parallel(jobs: list[tuple[int, ExperimentConfig]], engine: EngineConfig,

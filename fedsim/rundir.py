@@ -32,18 +32,25 @@ from fedsim.errors import RunDirError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Write ``path`` through a temp file and a rename: readers see the old or the new file,
+    never a partial one. ``fsync`` also survives power loss (the rename alone survives a kill)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _json_default(obj: Any) -> Any:
@@ -67,18 +74,26 @@ def dumps(obj: Any) -> str:
     return json.dumps(_clean(obj), default=_json_default, allow_nan=False)
 
 
-def new_run_dir(out_dir: str | Path, name: str) -> Path:
-    """Create ``out_dir/<name>-<UTC timestamp>`` (with a suffix if it already exists)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    base = Path(out_dir) / f"{name}-{stamp}"
+def unique_dir(base: Path) -> Path:
+    """Create ``base``, or ``base-1``, ``base-2``, ... if taken (safe against concurrent runs)."""
     path, i = base, 1
     while True:
         try:
             path.mkdir(parents=True, exist_ok=False)
-            break
+            return path
         except FileExistsError:
             path = base.with_name(f"{base.name}-{i}")
             i += 1
+
+
+def stamped_dir(out_dir: str | Path, name: str) -> Path:
+    """Create ``out_dir/<name>-<UTC timestamp>`` (suffixed if taken)."""
+    return unique_dir(Path(out_dir) / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
+
+
+def new_run_dir(out_dir: str | Path, name: str) -> Path:
+    """A new run directory ``out_dir/<name>-<UTC timestamp>`` with its subfolders."""
+    path = stamped_dir(out_dir, name)
     (path / "figures").mkdir()
     (path / "checkpoints").mkdir()
     return path

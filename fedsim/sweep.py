@@ -35,7 +35,7 @@ import tomli_w
 
 from fedsim.config import ExperimentConfig, apply_overrides, parse_override, to_toml_dict, validate
 from fedsim.errors import ConfigError, FedsimError, RunDirError
-from fedsim.rundir import atomic_write_text, dumps
+from fedsim.rundir import atomic_write_text, dumps, stamped_dir
 from fedsim.runner import run_experiment
 
 INDEX = "index.json"
@@ -308,16 +308,7 @@ def _run_parallel(variants: list[Variant], todo: list[int], base_cfg: Experiment
 
 def new_sweep_dir(out_dir: str | Path, name: str) -> Path:
     """Create ``out_dir/<name>-<UTC timestamp>`` (suffixed if taken); no subfolders."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    base = Path(out_dir) / f"{name}-{stamp}"
-    path, i = base, 1
-    while True:
-        try:
-            path.mkdir(parents=True, exist_ok=False)
-            return path
-        except FileExistsError:
-            path = base.with_name(f"{base.name}-{i}")
-            i += 1
+    return stamped_dir(out_dir, name)
 
 
 def read_index(sweep_dir: str | Path) -> dict[str, Any]:
