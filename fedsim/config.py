@@ -224,6 +224,8 @@ class ExperimentConfig(Section):
     seed: int = Field(0, ge=0, le=2**63 - 1)
     rounds: int = Field(50, ge=1, le=1_000_000)
     eval_every: int = Field(1, ge=1)
+    eval_ue_sample: int = Field(
+        32, ge=0, description="server-free: per-UE metric spread over at most this many UE models (0 = all)")
     workload: WorkloadConfig = Field(default_factory=lambda: _default_workload())
     train: TrainConfig = TrainConfig()
     strategy: StrategyConfig = StrategyConfig()
