@@ -115,6 +115,16 @@ def _report(run_dir: Path) -> None:
     typer.echo(
         f"{summary['status']}: {summary['rounds']} rounds in {summary['wall_s']:.1f} s; {shown}"
     )
+    found = summary.get("search")
+    if found:
+        res, re = found.get("resources", {}), found.get("retrain", {})
+        typer.echo(f"found architecture: {json.dumps(found.get('architecture'), separators=(',', ':'))}")
+        typer.echo(f"  {res.get('params')} parameters, {res.get('flops')} FLOPs/example, "
+                   f"{res.get('latency_ms')} ms/example (architecture.json)")
+        if re:
+            acc = re.get("final", {}).get("accuracy")
+            typer.echo(f"  retrained from scratch: {re.get('status')}, {re.get('rounds')} rounds"
+                       + (f", accuracy={acc:.4g}" if acc is not None else "") + f" ({re.get('run_dir', '')})")
     typer.echo(f"run directory: {run_dir}")
 
 

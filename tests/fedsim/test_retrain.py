@@ -1,0 +1,76 @@
+"""The search -> derive -> retrain phase the runner adds to architecture searches (issue 6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedsim.config import apply_overrides, load_experiment, validate
+from fedsim.report import build_report
+from fedsim.retrain import final_model
+from fedsim.rundir import load_run
+from fedsim.runner import run_experiment
+
+
+def _cfg(tmp_path: Path, *extra: str):
+    return validate(apply_overrides({}, [
+        "engine.name='inline'", "output.plot=false", f"output.dir={str(tmp_path)!r}", "checkpoint.every=0",
+        "workload={name='nas-tabnas', num_ues=3}", "rounds=3", *extra,
+    ]))
+
+
+def test_search_then_retrain_records_architecture_cost_and_retrained_metrics(tmp_path: Path) -> None:
+    run_dir = run_experiment(_cfg(tmp_path, "workload.retrain_rounds=2"), quiet=True)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    found = summary["search"]
+    assert summary["status"] == "completed"
+    assert json.loads((run_dir / "architecture.json").read_text()) == found
+    assert found["resources"]["params"] > 0 and found["resources"]["flops"] > 0
+    assert found["resources"]["latency_ms"] > 0
+    re = found["retrain"]
+    assert re["status"] == "completed" and re["rounds"] == 2 and 0 <= re["final"]["accuracy"] <= 1
+    retrain = load_run(run_dir / re["run_dir"])
+    # the retraining run trains exactly the found architecture from scratch, everything else as searched
+    assert retrain.config["workload"]["arch"] == found["architecture"]
+    assert retrain.config["rounds"] == 2 and [r["round"] for r in retrain.metrics] == [0, 1, 2]
+    assert retrain.config["strategy"] == load_run(run_dir).config["strategy"]
+    assert retrain.metrics[-1]["accuracy"] == re["final"]["accuracy"]
+    again = load_experiment(run_dir / re["run_dir"] / "config.toml")  # a valid experiment on its own
+    assert again.workload.arch == found["architecture"] and again.workload.retrain_rounds == 0
+    report = build_report([run_dir]).read_text()
+    assert "## Architecture search" in report and str(found["resources"]["params"]) in report
+
+
+def test_retrain_rounds_zero_skips_retraining_and_fixed_arch_is_not_a_search(tmp_path: Path) -> None:
+    run_dir = run_experiment(_cfg(tmp_path, "workload.retrain_rounds=0"), quiet=True)
+    found = json.loads((run_dir / "summary.json").read_text())["search"]
+    assert "retrain" not in found and not list(run_dir.glob("retrain-*"))
+    table = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in found["architecture"].items())
+    fixed = run_experiment(_cfg(tmp_path, f"workload.arch={{{table}}}",
+                                "name='fixed'"), quiet=True)
+    assert "search" not in json.loads((fixed / "summary.json").read_text())
+
+
+def test_retrain_defaults_to_the_search_rounds_and_runs_server_free(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "strategy.name='serverfree-relay'", "strategy.transmit='update'", "rounds=2")
+    run_dir = run_experiment(cfg, quiet=True)
+    re = json.loads((run_dir / "summary.json").read_text())["search"]["retrain"]
+    assert re["rounds"] == 2 and re["status"] == "completed"
+
+
+class _Weights:
+    def ue_weights(self) -> torch.Tensor:
+        return torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
+
+
+def test_final_model_is_global_model_or_virtual_average() -> None:
+    w = torch.arange(3.0)
+    assert torch.equal(final_model(_Weights(), {"final_model": w}), w)
+    models = {0: torch.tensor([4.0]), 1: torch.tensor([0.0]), 2: torch.tensor([8.0])}
+    assert final_model(_Weights(), {"final_models": models}).item() == pytest.approx(0.5 * 4 + 0.25 * 8)
+    # UEs that never reported are left out and the weights renormalised
+    two = {1: torch.tensor([0.0]), 2: torch.tensor([8.0])}
+    assert final_model(_Weights(), {"final_models": two}).item() == 4.0
