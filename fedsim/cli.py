@@ -137,11 +137,14 @@ def _run_sweep(data: dict, overrides: list[str], source: str, quiet: bool) -> No
     variants = expand_sweep(data, overrides, source=source)
     base = base_config(data, overrides, source=source)
     sweep_dir = run_sweep(variants, base, quiet=quiet)
-    table = Table("variant", "status", "rounds", "loss", "accuracy", "gap",
-                  title=f"sweep {base.name}")
-    for row in sweep_table(sweep_dir):
+    rows = sweep_table(sweep_dir)
+    keys = ["loss", "accuracy", "gap"]
+    if any(row["retrained_accuracy"] is not None for row in rows):  # architecture searches
+        keys.append("retrained_accuracy")
+    table = Table("variant", "status", "rounds", *(k.replace("_", " ") for k in keys), title=f"sweep {base.name}")
+    for row in rows:
         rounds = "-" if row["rounds"] is None else str(row["rounds"])
-        finals = ("-" if row[k] is None else f"{row[k]:.4g}" for k in ("loss", "accuracy", "gap"))
+        finals = ("-" if row[k] is None else f"{row[k]:.4g}" for k in keys)
         table.add_row(row["id"], str(row["status"]), rounds, *finals)
     Console(width=max(120, Console().width)).print(table)
     typer.echo(f"sweep folder: {sweep_dir}")

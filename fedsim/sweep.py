@@ -356,7 +356,8 @@ def expand_run_dirs(paths: list[str | Path] | tuple[str | Path, ...]) -> list[Pa
 
 
 def sweep_table(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per variant: id, status, rounds and the final loss/accuracy/gap (None if absent)."""
+    """One row per variant: id, status, rounds, the final loss/accuracy/gap and, for architecture
+    searches, the retrained architecture's accuracy (None if absent)."""
     rows = []
     for entry in read_index(sweep_dir)["variants"]:
         summary: dict[str, Any] = {}
@@ -365,9 +366,11 @@ def sweep_table(sweep_dir: str | Path) -> list[dict[str, Any]]:
             if sp.exists():
                 summary = json.loads(sp.read_text(encoding="utf-8"))
         final = summary.get("final", {})
+        retrained = summary.get("search", {}).get("retrain", {}).get("final", {})
         rows.append({"id": entry["id"], "status": entry.get("status"),
                      "rounds": summary.get("rounds"),
-                     **{k: final.get(k) for k in ("loss", "accuracy", "gap")}})
+                     **{k: final.get(k) for k in ("loss", "accuracy", "gap")},
+                     "retrained_accuracy": retrained.get("accuracy")})
     return rows
 
 

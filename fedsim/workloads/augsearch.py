@@ -19,6 +19,7 @@ same ``val_fraction`` the training data are identical across arms).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -30,7 +31,7 @@ from fedsim.workloads import moex as mx
 from fedsim.workloads.augment import OP_NAMES, apply_stages
 from fedsim.workloads.base import LrFn, Workload
 from fedsim.workloads.images import DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
-from fedsim.workloads.policy import PolicySample, entropy, make_space, reinforce_grad, update_baseline
+from fedsim.workloads.policy import PolicySample, PolicySpace, entropy, make_space, reinforce_grad, update_baseline
 
 OpName = Literal[OP_NAMES]  # type: ignore[valid-type]
 _MOEX_LAYER = {"stem": 3, "block2": 6}  # index into the nn.Sequential after which moments are exchanged
@@ -95,6 +96,55 @@ class DigitsAugsearchConfig(_AugImageConfig):
 _STATE_KEYS = ("aug.baseline", "aug.adv_ms", "aug.count")
 
 
+def augment_batch(space: PolicySpace, logits: torch.Tensor, x: torch.Tensor, seed: int, step: int,
+                  ue: int) -> tuple[torch.Tensor, PolicySample]:
+    """``(τ(x), τ)``: one sub-policy sample τ_i ~ p_logits per image, drawn and applied with the
+    generator of stream ``"augment"`` keyed by ``(step, ue)``."""
+    gen = torch_generator(seed, "augment", step, ue)
+    sample = space.sample(logits, len(x), gen)
+    return apply_stages(x, space.ops(sample), sample.applied, space.magnitudes(sample), gen), sample
+
+
+def policy_stats(space: PolicySpace, beta: torch.Tensor) -> dict[str, float]:
+    """``policy_entropy`` (nats, log K = uniform), ``policy_top`` (most likely sub-policy id) and
+    ``policy_top_prob`` of the policy logits ``beta``."""
+    pi = space.subpolicy_probs(beta)
+    return {"policy_entropy": entropy(space, beta), "policy_top": float(int(pi.argmax())),
+            "policy_top_prob": float(pi.max())}
+
+
+@dataclass
+class ReinforceStats:
+    """A UE's local REINFORCE statistics (estimator A): baseline b, running mean square of the
+    advantage and reward count; kept in ``state`` under ``aug.baseline``/``aug.adv_ms``/``aug.count``."""
+
+    baseline: float = 0.0
+    adv_ms: float = 0.0
+    count: float = 0.0
+
+    @classmethod
+    def load(cls, state: dict[str, torch.Tensor]) -> ReinforceStats:
+        return cls(*(float(state[k]) if k in state else 0.0 for k in _STATE_KEYS))
+
+    def store(self, state: dict[str, torch.Tensor]) -> None:
+        for k, v in zip(_STATE_KEYS, (self.baseline, self.adv_ms, self.count), strict=True):
+            state[k] = torch.tensor([v], dtype=torch.float64)
+
+    def step(self, space: PolicySpace, beta: torch.Tensor, sample: PolicySample, reward: float,
+             a: AugmentSection) -> None:
+        """One REINFORCE step on ``beta`` (in place) for the batch ``sample`` and its ``reward``,
+        then the baseline update b ← γ b + (1 − γ) R."""
+        if self.count == 0:
+            self.baseline = reward  # first reward: start the baseline there (advantage 0)
+        adv = reward - self.baseline
+        self.adv_ms = update_baseline(self.adv_ms, adv * adv, a.baseline_decay)
+        if a.normalize_advantage:
+            adv = adv / (self.adv_ms**0.5) if self.adv_ms > 0 else 0.0
+        if adv != 0.0:
+            beta.sub_(reinforce_grad(space, beta, sample, adv), alpha=a.policy_lr)
+        self.baseline, self.count = update_baseline(self.baseline, reward, a.baseline_decay), self.count + 1
+
+
 class AugSearchCnn(Workload):
     """The CNN of ``ImageCnn`` plus policy logits β in the flat vector; see the module docstring."""
 
@@ -144,9 +194,7 @@ class AugSearchCnn(Workload):
             x, y = x[rows], y[rows]
         sample = None
         if self.space is not None:
-            gen = torch_generator(self.seed, "augment", step, ue)
-            sample = self.space.sample(self._policy_logits(beta), len(y), gen)
-            x = apply_stages(x, self.space.ops(sample), sample.applied, self.space.magnitudes(sample), gen)
+            x, sample = augment_batch(self.space, self._policy_logits(beta), x, self.seed, step, ue)
         perm = None
         if self.cfg.moex.enabled:
             perm = mx.draw(len(y), self.cfg.moex.prob, torch_generator(self.seed, "moex", step, ue))
@@ -195,7 +243,7 @@ class AugSearchCnn(Workload):
         w = w.detach().to(self.dtype).clone()
         theta, beta = self.split(w)
         a = self.cfg.augment
-        b, ms, n = (float(state[k]) if k in state else 0.0 for k in _STATE_KEYS)
+        stats = ReinforceStats.load(state)
         fixed_val = a.val_batch_size == 0 or a.val_batch_size >= len(self.base.ue_validation_indices(ue))
         val_before: float | None = None  # L_val(θ) carried over from the last step when the batch is fixed
         for s in range(first_step, first_step + steps):
@@ -207,20 +255,10 @@ class AugSearchCnn(Workload):
                     before = float(self.base.loss(theta, xv, yv)) if val_before is None else val_before
                     after = float(self.base.loss(new, xv, yv))
                 val_before = after if fixed_val else None
-                reward = before - after
-                if n == 0:
-                    b = reward  # first reward: start the baseline there (advantage 0)
-                adv = reward - b
-                ms = update_baseline(ms, adv * adv, a.baseline_decay)
-                if a.normalize_advantage:
-                    adv = adv / (ms**0.5) if ms > 0 else 0.0
-                if adv != 0.0:
-                    beta.sub_(reinforce_grad(self.space, beta, sample, adv), alpha=a.policy_lr)
-                b, n = update_baseline(b, reward, a.baseline_decay), n + 1
+                stats.step(self.space, beta, sample, before - after, a)
             theta.copy_(new)
         if self.search:
-            for k, v in zip(_STATE_KEYS, (b, ms, n), strict=True):
-                state[k] = torch.tensor([v], dtype=torch.float64)
+            stats.store(state)
         return w
 
     def evaluate(self, w: torch.Tensor) -> dict[str, float]:
@@ -230,9 +268,7 @@ class AugSearchCnn(Workload):
         theta, beta = self.split(w.detach().to(self.dtype))
         out = self.base.evaluate(theta)
         if self.search:
-            pi = self.space.subpolicy_probs(beta)
-            out.update(policy_entropy=entropy(self.space, beta), policy_top=float(int(pi.argmax())),
-                       policy_top_prob=float(pi.max()))
+            out.update(policy_stats(self.space, beta))
         return out
 
     def describe_policy(self, w: torch.Tensor, top: int = 3) -> list[str]:

@@ -212,6 +212,17 @@ def test_local_train_is_deterministic_and_learns_alpha() -> None:
     assert not torch.equal(other_seed.local_train(w, 1, 4, 3, lr, {}), a)
 
 
+def test_all_none_path_gives_alpha_a_zero_gradient_instead_of_crashing() -> None:
+    """A path whose every edge is ``none`` makes the loss independent of α (it once raised in
+    autograd); α then moves by its weight decay only, through Adam."""
+    wl = _wl(ops=("none", "skip"), arch_weight_decay=0.0, tau_max=0.1)
+    w = wl.init_params()
+    wl.split(w)[1][:, 0] = 60.0  # "none" on every edge, with certainty
+    out = wl.local_train(w, 0, 0, 2, lambda s: 0.1, {})
+    assert torch.equal(wl.split(out)[1], wl.split(w)[1])  # zero gradient, no decay: α unchanged
+    assert not torch.equal(wl.split(out)[0], wl.split(w)[0])  # the head bias still learns
+
+
 def test_random_strategy_freezes_alpha_and_picks_the_best_shared_weight_candidate() -> None:
     wl = _wl(search_strategy="random", random_candidates=4)
     w = wl.init_params()

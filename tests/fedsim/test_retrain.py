@@ -74,3 +74,19 @@ def test_final_model_is_global_model_or_virtual_average() -> None:
     # UEs that never reported are left out and the weights renormalised
     two = {1: torch.tensor([0.0]), 2: torch.tensor([8.0])}
     assert final_model(_Weights(), {"final_models": two}).item() == 4.0
+
+
+def test_sweep_table_carries_each_variants_retrained_accuracy(tmp_path: Path) -> None:
+    from fedsim.sweep import base_config, expand_sweep, read_index, run_sweep, sweep_table
+
+    data = {"rounds": 2, "engine": {"name": "inline"}, "output": {"plot": False, "dir": str(tmp_path)},
+            "checkpoint": {"every": 0}, "workload": {"name": "nas-tabnas", "num_ues": 3, "retrain_rounds": 1},
+            "sweep": {"workload.search_strategy": ["reinforce", "random"]}}
+    sweep_dir = run_sweep(expand_sweep(data, []), base_config(data, []), quiet=True, plot=False)
+    rows = sweep_table(sweep_dir)
+    entries = read_index(sweep_dir)["variants"]
+    assert len(rows) == len(entries) == 2
+    for row, entry in zip(rows, entries, strict=True):
+        summary = json.loads((Path(sweep_dir) / entry["run_dir"] / "summary.json").read_text())
+        assert row["retrained_accuracy"] == summary["search"]["retrain"]["final"]["accuracy"]
+        assert row["retrained_accuracy"] is not None

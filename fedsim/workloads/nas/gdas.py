@@ -18,6 +18,11 @@ genotypes with the shared weights on the union of the UEs' validation splits and
 With ``arch`` set the workload is the discrete child network only (``w = θ_child``, plain local
 SGD): the retraining-from-scratch mode. Its UEs train on their whole partition
 (``retrain_config`` sets ``val_fraction = 0``), as DARTS retrains on train + validation.
+
+``augment.policy`` adds input augmentation of the training batches: ``"search"`` is the joint
+architecture + policy search DAAS (``w = [θ | α | β]``, :mod:`fedsim.workloads.nas.daas`);
+``"fixed"``/``"uniform"`` augment with frozen logits (a DAAS search's retraining); ``"none"``
+(default) trains on clean images.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from channels.rng import torch_generator
+from fedsim.workloads.augsearch import ReinforceStats, augment_batch, policy_stats
 from fedsim.workloads.base import LrFn, Workload
 from fedsim.workloads.images import DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
 from fedsim.workloads.nas.cells import OP_NAMES, CellSpace, Path
+from fedsim.workloads.nas.daas import DaasAugmentSection, frozen_logits, policy_report, split_pair
 from fedsim.workloads.nas.resources import measure
 from fedsim.workloads.nas.taxonomy import STRATEGIES, Architecture, Estimator
 
@@ -66,6 +73,7 @@ class GdasConfig(_ImageConfig):
         None, description="fixed genotype {node0: [[op, input], [op, input]], ...}: train only that child")
     retrain_rounds: int | None = Field(
         None, ge=0, description="rounds of retraining the found architecture (None = search rounds, 0 = none)")
+    augment: DaasAugmentSection = DaasAugmentSection()
     total_steps: int = Field(1, ge=1, description="rounds * local_steps (filled in by the experiment config)")
 
     @model_validator(mode="after")
@@ -75,6 +83,9 @@ class GdasConfig(_ImageConfig):
             raise ValueError(f"arch_betas must lie in [0, 1), got {self.arch_betas}")
         if self.arch is not None:
             space.validate(self.arch)
+            if self.augment.policy == "search":
+                raise ValueError("augment.policy='search' is the joint search (DAAS) and needs arch unset; "
+                                 "to search a policy for a fixed network use digits-augsearch / mnist-augsearch")
         elif self.val_fraction <= 0:
             raise ValueError("nas-gdas searches bi-level (α on validation batches): set val_fraction > 0")
         return self
@@ -106,7 +117,12 @@ class GdasWorkload(Workload):
         self.alpha_shape = (self.space.num_edges, len(self.space.ops))
         self.alpha_dim = self.space.num_logits if self.searching else 0
         self.theta_dim = self.layout.dim
-        self.dim = self.theta_dim + self.alpha_dim
+        a = cfg.augment
+        self.aug_space = None if a.policy == "none" else a.space()
+        self.policy_search = a.policy == "search"
+        self.policy_dim = self.aug_space.num_logits if self.policy_search else 0
+        self._frozen_beta = None if a.policy in ("none", "search") else frozen_logits(a, self.aug_space)
+        self.dim = self.theta_dim + self.alpha_dim + self.policy_dim
         s = STRATEGIES[cfg.search_strategy]
         self.strategy = s(cfg.tau_max, cfg.tau_min) if cfg.search_strategy == "gdas" else s()
         self.estimator = Estimator("validation")
@@ -122,6 +138,16 @@ class GdasWorkload(Workload):
         rows = self.data.batch_rows(ue, step)
         return (x, y) if rows is None else (x[rows], y[rows])
 
+    def augmented_batch(self, ue: int, step: int, beta: torch.Tensor | None = None):
+        """``(τ(x), y, τ)``: the training batch augmented by the policy (β while searching, else
+        the frozen logits; stream ``"augment"``, key (step, ue)); ``τ`` is None without a policy."""
+        x, y = self.train_batch(ue, step)
+        if self.aug_space is None:
+            return x, y, None
+        logits = beta if self.policy_search else self._frozen_beta
+        x, sample = augment_batch(self.aug_space, logits, x, self.seed, step, ue)
+        return x, y, sample
+
     def validation_batch(self, ue: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """UE ``ue``'s validation batch for ``step`` (stream ``"validation"``; whole split if small)."""
         x, y = self.data.ue_validation_data(ue)
@@ -134,16 +160,25 @@ class GdasWorkload(Workload):
     # -- parameters -------------------------------------------------------------------------
     def init_params(self) -> torch.Tensor:
         """Supernet weights U(±1/sqrt(fan_in)) then α ~ 1e-3·N(0, 1) (GDAS), both from stream
-        ``"init"``. A fixed architecture starts from the supernet init's entries of its weights."""
+        ``"init"``, then (DAAS) β = 0, the uniform policy. A fixed architecture starts from the
+        supernet init's entries of its weights."""
         g = torch_generator(self.seed, "init")
         theta = self.super_layout.init(g)
         if not self.searching:
             return self.child_weights(theta)
-        return torch.cat([theta, 1e-3 * torch.randn(self.alpha_dim, generator=g)])
+        parts = [theta, 1e-3 * torch.randn(self.alpha_dim, generator=g)]
+        if self.policy_search:
+            parts.append(self.aug_space.init_logits())
+        return torch.cat(parts)
 
     def split(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Views ``(θ [theta_dim], α [edges, |ops|])`` of ``w``; α is empty with a fixed arch."""
-        return w[: self.theta_dim], w[self.theta_dim :].view(-1, len(self.space.ops))
+        alpha_end = self.theta_dim + self.alpha_dim
+        return w[: self.theta_dim], w[self.theta_dim : alpha_end].view(-1, len(self.space.ops))
+
+    def policy_part(self, w: torch.Tensor) -> torch.Tensor:
+        """View of β, the policy logits ``[P]`` of a joint search (empty otherwise)."""
+        return w[self.theta_dim + self.alpha_dim :]
 
     def child_weights(self, theta: torch.Tensor, arch: Architecture | None = None) -> torch.Tensor:
         """The entries of supernet weights ``theta`` that the child of ``arch`` (default: this
@@ -169,43 +204,55 @@ class GdasWorkload(Workload):
 
     def stochastic_grad(self, w: torch.Tensor, ue: int, step: int) -> torch.Tensor:
         """``[∇_θ CE on the training batch along this step's first path | 0 for α]``."""
-        theta, alpha = self.split(w.detach().to(self.dtype))
-        x, y = self.train_batch(ue, step)
+        w = w.detach().to(self.dtype)
+        theta, alpha = self.split(w)
+        x, y, _ = self.augmented_batch(ue, step, self.policy_part(w))
         if not self.searching:
             return self._weight_grad(theta, x, y, self._fixed_path)
         path = self.sample_path(alpha, torch_generator(self.seed, "gumbel", step, ue), step)
-        return torch.cat([self._weight_grad(theta, x, y, path), torch.zeros(self.alpha_dim)])
+        return torch.cat([self._weight_grad(theta, x, y, path), torch.zeros(self.alpha_dim + self.policy_dim)])
+
+    def learns_alpha_at(self, step: int) -> bool:
+        """Whether α takes a step at ``step`` (a learning strategy, past ``arch_warmup``)."""
+        return self.strategy.learns_alpha and step >= self.cfg.arch_warmup * self.cfg.total_steps
 
     def local_train(
         self, w: torch.Tensor, ue: int, first_step: int, steps: int, lr: LrFn, state: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         """K steps of the module docstring's loop (fixed arch: plain SGD). ``state`` keeps α's
-        Adam moments ``gdas.m``/``gdas.v`` (``[edges·|ops|]``) and step count ``gdas.t``."""
+        Adam moments ``gdas.m``/``gdas.v`` (``[edges·|ops|]``) and step count ``gdas.t``, and
+        (DAAS) the REINFORCE statistics ``aug.*``; the reward is the α step's validation loss
+        before minus after the weight step, along the α step's path (:mod:`.daas`)."""
         if not self.searching:
             return self.local_sgd(w, ue, first_step, steps, lr)
         w = w.detach().to(self.dtype).clone()
         theta, alpha = self.split(w)
-        a = alpha.view(-1)
-        m = state.get("gdas.m", torch.zeros(self.alpha_dim)).clone()
-        v = state.get("gdas.v", torch.zeros(self.alpha_dim)).clone()
-        t = int(state["gdas.t"]) if "gdas.t" in state else 0
-        (b1, b2), lam = self.cfg.arch_betas, self.cfg.arch_weight_decay
+        beta = self.policy_part(w)
+        adam = _AlphaAdam.load(state, self.alpha_dim, self.cfg)
+        stats = ReinforceStats.load(state)
         for s in range(first_step, first_step + steps):
             gen = torch_generator(self.seed, "gumbel", s, ue)
-            x, y = self.train_batch(ue, s)
-            theta.sub_(self._weight_grad(theta, x, y, self.sample_path(alpha, gen, s)), alpha=lr(s))
-            if not self.strategy.learns_alpha or s < self.cfg.arch_warmup * self.cfg.total_steps:
-                continue
-            xv, yv = self.estimator.batch(self, ue, s)
-            al = alpha.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.loss(theta, xv, yv, self.sample_path(al, gen, s)), al)
-            g = g.view(-1) + lam * a
-            t += 1
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            a.sub_(self.cfg.arch_lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + 1e-8))
+            x, y, sample = self.augmented_batch(ue, s, beta)
+            new = torch.sub(theta, self._weight_grad(theta, x, y, self.sample_path(alpha, gen, s)), alpha=lr(s))
+            learn = self.learns_alpha_at(s)
+            if learn or self.policy_search:
+                xv, yv = self.estimator.batch(self, ue, s)
+                al = alpha.detach().requires_grad_(learn)
+                path = self.sample_path(al, gen, s)
+                with torch.set_grad_enabled(learn):
+                    after = self.loss(new, xv, yv, path)
+                if learn:  # a path of only "none" edges leaves the loss independent of α: zero gradient
+                    g = torch.autograd.grad(after, al)[0] if after.requires_grad else torch.zeros_like(al)
+                    adam.step(alpha.view(-1), g.view(-1))
+                if self.policy_search:
+                    with torch.no_grad():
+                        before = float(self.loss(theta, xv, yv, path))
+                    stats.step(self.aug_space, beta, sample, before - float(after.detach()), self.cfg.augment)
+            theta.copy_(new)
         if self.strategy.learns_alpha:
-            state.update({"gdas.m": m, "gdas.v": v, "gdas.t": torch.tensor([t], dtype=torch.float64)})
+            adam.store(state)
+        if self.policy_search:
+            stats.store(state)
         return w
 
     # -- evaluation -------------------------------------------------------------------------
@@ -236,6 +283,8 @@ class GdasWorkload(Workload):
             out["genotype_accuracy"] = self._ce_acc(theta, self.data.x_test, self.data.y_test,
                                                     self.space.arch_path(arch))[1]
             out.update(self.alpha_stats(alpha))
+        if self.policy_search:
+            out.update(policy_stats(self.aug_space, self.policy_part(w.detach().to(self.dtype))))
         return out
 
     # -- search result ----------------------------------------------------------------------
@@ -263,6 +312,10 @@ class GdasWorkload(Workload):
                                for e in range(self.space.num_edges)}
         res = measure(self.space.child(arch, child_w), self.space.example_input())
         out.update(architecture=arch, resources=res.to_dict())
+        if self.policy_search:  # DAAS: the found pair
+            beta = self.policy_part(w.detach().to(self.dtype))
+            out["architecture"] = {"genotype": arch, "policy": policy_report(self.aug_space, beta)}
+            out.update(policy_stats(self.aug_space, beta))
         return out
 
     def best_random(self, theta: torch.Tensor) -> tuple[Architecture, list[float]]:
@@ -275,12 +328,17 @@ class GdasWorkload(Workload):
         best = max(range(len(cands)), key=lambda i: (scores[i], -i))
         return cands[best], scores
 
-    def retrain_config(self, arch: Architecture) -> dict[str, Any]:
+    def retrain_config(self, arch: Any) -> dict[str, Any]:
         """This workload's config training ``arch`` from scratch: same data and partition, UEs
-        train on their whole partition (``val_fraction = 0``), ``retrain_rounds = 0``, no ``total_steps``."""
+        train on their whole partition (``val_fraction = 0``), ``retrain_rounds = 0``, no ``total_steps``.
+        A DAAS pair ``{"genotype", "policy"}`` retrains the genotype on images augmented by the
+        frozen policy (``augment.policy = "fixed"``, same ``top_k``)."""
+        genotype, logits = split_pair(arch)
         data = self.cfg.model_dump(mode="json")
         data.pop("total_steps", None)
-        data.update(arch=self.space.validate(arch), retrain_rounds=0, val_fraction=0.0)
+        data.update(arch=self.space.validate(genotype), retrain_rounds=0, val_fraction=0.0)
+        if logits is not None:
+            data["augment"] = {**data["augment"], "policy": "fixed", "logits": logits}
         return data
 
     def random_architecture(self, generator: torch.Generator, params: int | None = None,
@@ -289,3 +347,29 @@ class GdasWorkload(Workload):
         if params is None:
             return self.space.random_architecture(generator)
         return self.space.random_architecture_like(params, generator, tol=tol)
+
+
+class _AlphaAdam:
+    """Adam on α with L2 ``arch_weight_decay`` added to the gradient; its moments ``gdas.m``/
+    ``gdas.v`` and step count ``gdas.t`` live in the UE's ``state`` between rounds."""
+
+    def __init__(self, m: torch.Tensor, v: torch.Tensor, t: int, cfg: GdasConfig) -> None:
+        self.m, self.v, self.t, self.cfg = m, v, t, cfg
+
+    @classmethod
+    def load(cls, state: dict[str, torch.Tensor], dim: int, cfg: GdasConfig) -> _AlphaAdam:
+        m = state.get("gdas.m", torch.zeros(dim)).clone()
+        v = state.get("gdas.v", torch.zeros(dim)).clone()
+        return cls(m, v, int(state["gdas.t"]) if "gdas.t" in state else 0, cfg)
+
+    def step(self, a: torch.Tensor, g: torch.Tensor) -> None:
+        """One Adam step on the flat α view ``a`` (in place) with gradient ``g``."""
+        (b1, b2), lam = self.cfg.arch_betas, self.cfg.arch_weight_decay
+        g = g + lam * a
+        self.t += 1
+        self.m.mul_(b1).add_(g, alpha=1 - b1)
+        self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        a.sub_(self.cfg.arch_lr * (self.m / (1 - b1**self.t)) / ((self.v / (1 - b2**self.t)).sqrt() + 1e-8))
+
+    def store(self, state: dict[str, torch.Tensor]) -> None:
+        state.update({"gdas.m": self.m, "gdas.v": self.v, "gdas.t": torch.tensor([self.t], dtype=torch.float64)})
