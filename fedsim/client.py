@@ -15,7 +15,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsim import faults
+from fedsim import batched, faults
 from fedsim.config import ExperimentConfig
 from fedsim.physical import compute_times
 from fedsim.schedule import make_lr
@@ -86,7 +86,8 @@ def train(msg: Message, context: Context) -> Message:
     local = _load_local(context)
 
     def train_fn(v: torch.Tensor, first: int, n: int) -> torch.Tensor:
-        return workload.local_train(v, ue, first, n, lr, local)
+        done = batched.take(str(config["exp"]), ue, v, first, n) if cfg.engine.batched else None
+        return done if done is not None else workload.local_train(v, ue, first, n, lr, local)
 
     metrics = {PARTITION_ID: ue, NUM_EXAMPLES: workload.num_examples(ue)}
     rnd = int(config.get("server-round", 0))

@@ -149,6 +149,9 @@ class EngineConfig(Section):
     num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs for a local Ray")
     cpus_per_ue: float = Field(1.0, gt=0, le=64)
     object_store_mb: int = Field(512, ge=80, le=65536)
+    batched: bool = Field(
+        False, description="inline engine, server-based strategies: train a round's UEs together through the "
+                           "workload's vectorised gradient (equal to the per-UE path to float tolerance)")
 
 
 class OutputConfig(Section):

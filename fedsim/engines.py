@@ -25,6 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedsim import batched
 from fedsim.config import EngineConfig
 
 SERVER_NODE_ID = 0
@@ -51,6 +52,7 @@ class InlineGrid(Grid):
             )
             for node in range(1, num_nodes + 1)
         }
+        self._partition_of_node = {node: node - 1 for node in self._contexts}
         self._ids = itertools.count(1)
         self._replies: dict[str, Message] = {}
 
@@ -72,6 +74,8 @@ class InlineGrid(Grid):
         return self._contexts[node_id]
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        batched.prefetch(messages, self._partition_of_node)  # engine.batched: train all UEs at once
         ids = []
         for msg in messages:
             msg_id = f"inline-{next(self._ids)}"

@@ -20,6 +20,7 @@ from channels.rng import torch_generator
 from fedsim import checkpoint as ck
 from fedsim import faults
 from fedsim.analytics.online import OnlineAnalytics
+from fedsim.batched import check_batched
 from fedsim.client import resolved_transmit, uses_medium
 from fedsim.config import ExperimentConfig
 from fedsim.errors import ConfigError, FedsimError, RunInterrupted
@@ -231,6 +232,7 @@ def preflight(cfg: ExperimentConfig) -> int:
     workload = build_workload(cfg.workload, cfg.seed)
     _setup(cfg, workload)
     faults.check_faults(cfg, workload.num_ues)
+    check_batched(cfg, workload)
     return workload.num_ues
 
 

@@ -97,6 +97,20 @@ class Workload(ABC):
             w.sub_(self.stochastic_grad(w, ue, s), alpha=lr(s))
         return w
 
+    #: True when ``stochastic_grad_many`` is genuinely vectorised over UEs (one batched kernel,
+    #: not the default loop): the inline engine's batched path (``engine.batched``) needs it.
+    batched_grad: bool = False
+
+    def local_sgd_many(
+        self, ws: torch.Tensor, ues: Sequence[int], first_step: int, steps: int, lr: LrFn
+    ) -> torch.Tensor:
+        """``local_sgd(ws[m], ues[m], ...)`` for every row m at once, ``[M, d]``: each step is one
+        ``stochastic_grad_many`` call. Equal to the per-UE loop to floating-point tolerance."""
+        ws = ws.clone()
+        for s in range(first_step, first_step + steps):
+            ws.sub_(self.stochastic_grad_many(ws, ues, s), alpha=lr(s))
+        return ws
+
     #: True when ``local_train`` is more than plain SGD on ``stochastic_grad`` (then the UE's
     #: per-step gradient is not the whole story: gradient transmission and overlap are refused).
     custom_local_train: bool = False

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, grad, vmap
 
 from channels.rng import torch_generator
 from fedsim.workloads.base import Workload
@@ -31,6 +32,7 @@ from fedsim.workloads.partition import holdout_split, partition_indices, validat
 NUM_CLASSES = 10
 _DT = torch.float32
 _EVAL_CHUNK = 2048  # examples per forward pass in evaluation
+_VMAP_CHUNK = 32  # UEs per vmap call in stochastic_grad_many (bounds the stacked activations)
 
 
 class _ImageConfig(BaseModel):
@@ -225,6 +227,29 @@ class ImageCnn(Workload):
         w = w.detach().to(_DT).requires_grad_(True)
         (g,) = torch.autograd.grad(self.loss(w, x, y), w)
         return g
+
+    batched_grad = True
+
+    def stochastic_grad_many(self, ws: torch.Tensor, ues: Sequence[int], step: int) -> torch.Tensor:
+        """``stochastic_grad`` for every row of ``ws [M, d]``: ``torch.func.vmap`` of the gradient
+        over the stacked parameters and the UEs' stacked minibatches, ``_VMAP_CHUNK`` UEs at a
+        time. Minibatches of unequal size (a UE with fewer examples than ``batch_size``) cannot be
+        stacked: then it is the per-UE loop."""
+        ues = [int(n) for n in ues]
+        if ws.shape[0] != len(ues):
+            raise ValueError(f"ws has {ws.shape[0]} rows but {len(ues)} UEs were given")
+        xs, ys = [], []
+        for n in ues:
+            x, y = self.ue_data(n)
+            rows = self.batch_rows(n, step)
+            xs.append(x if rows is None else x[rows])
+            ys.append(y if rows is None else y[rows])
+        if len({len(y) for y in ys}) > 1:
+            return super().stochastic_grad_many(ws, ues, step)
+        per_ue = vmap(grad(self.loss))
+        ws = ws.detach().to(_DT)
+        return torch.cat([per_ue(ws[a : a + _VMAP_CHUNK], torch.stack(xs[a : a + _VMAP_CHUNK]),
+                                 torch.stack(ys[a : a + _VMAP_CHUNK])) for a in range(0, len(ues), _VMAP_CHUNK)])
 
     # -- evaluation -----------------------------------------------------------------------
     @torch.no_grad()

@@ -93,6 +93,8 @@ class Quadratic(Workload):
         """``A_n (w - b_n) + noise``; noise from ``torch_generator(seed, "minibatch", step, ue)``."""
         return self.a[ue] * (w.to(_DT) - self.b[ue]) + self._noise(ue, step)
 
+    batched_grad = True
+
     def stochastic_grad_many(self, ws: torch.Tensor, ues: Sequence[int], step: int) -> torch.Tensor:
         idx = torch.as_tensor([int(n) for n in ues], dtype=torch.long)
         if ws.shape[0] != len(idx):

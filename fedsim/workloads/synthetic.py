@@ -157,6 +157,8 @@ class SyntheticLogreg(Workload):
         """grad f(w) = sum_n q_n grad f_n(w), ``[610]``: one pass over the pooled training set."""
         return _grad(w.to(_DT), self.x_train, self.y_train, self.l2)
 
+    batched_grad = True
+
     def stochastic_grad_many(self, ws: torch.Tensor, ues: Sequence[int], step: int) -> torch.Tensor:
         """Vectorised ``stochastic_grad`` over rows of ``ws [M, 610]``: one padded bmm."""
         ues = [int(n) for n in ues]
