@@ -32,14 +32,15 @@ from fedsim.schedule import make_lr
 from fedsim.workloads import build_workload
 
 
-def config(ues: int, rounds: int, steps: int, lr: float, eval_every: int, ckpt: int | None) -> ExperimentConfig:
+def config(ues: int, rounds: int, steps: int, lr: float, eval_every: int, ckpt: int | None,
+           batched: bool = False) -> ExperimentConfig:
     return validate({
         "name": "bench-inline", "rounds": rounds, "seed": 0, "eval_every": eval_every,
         "checkpoint": {} if ckpt is None else {"every": ckpt},
         "workload": {"name": "synthetic-logreg", "num_ues": ues, "batch_size": 0},
         "train": {"local_steps": steps, "lr": {"eta": lr}},
         "strategy": {"name": "server-digital"},
-        "engine": {"name": "inline"},
+        "engine": {"name": "inline", "batched": batched},
         "output": {"dir": tempfile.mkdtemp(prefix="fsb"), "plot": False},
     })
 
@@ -92,16 +93,19 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.3)
     ap.add_argument("--warmup", type=int, default=3, help="rounds left out of the timing")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs per side")
+    ap.add_argument("--batched", action="store_true",
+                    help="fedsim with engine.batched = true (all UEs' local steps at once); the plain loop stays per UE")
     ap.add_argument("--checkpoint-every", type=int, default=0,
                     help="fedsim's checkpoint.every (default 0: none, like the plain loop; -1: fedsim's auto)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     ckpt = None if args.checkpoint_every < 0 else args.checkpoint_every
     print(f"synthetic-logreg (d = 610), N = {args.ues} UEs, K = {args.steps}, {args.rounds} rounds, "
-          f"server-digital, 1 thread, fedsim checkpoint.every = {'auto' if ckpt is None else ckpt}; "
+          f"server-digital, 1 thread, fedsim checkpoint.every = {'auto' if ckpt is None else ckpt}, "
+          f"engine.batched = {args.batched}; "
           f"best of {args.repeat}")
     for label, every in (("eval every round", 1), ("eval at the end  ", args.rounds)):
-        cfg = config(args.ues, args.rounds, args.steps, args.lr, every, ckpt)
+        cfg = config(args.ues, args.rounds, args.steps, args.lr, every, ckpt, args.batched)
         build_workload(cfg.workload, cfg.seed)  # data and optimum built once, outside the timing
         plain = fed = float("inf")
         for _ in range(args.repeat):
