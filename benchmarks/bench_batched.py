@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from typing import Any
 
 import torch
+from bench_inline_overhead import fedsim_inline as fedsim_run  # benchmarks/ is on sys.path when run as a script
+from bench_inline_overhead import per_ue_round_ms
 
 from fedsim.config import ExperimentConfig, validate
-from fedsim.recorder import Recorder
-from fedsim.runner import run_experiment
 from fedsim.schedule import make_lr
 from fedsim.workloads import build_workload
 
@@ -65,27 +64,6 @@ def loop(cfg: ExperimentConfig, batched: bool) -> tuple[list[float], torch.Tenso
         w = q @ models
         times.append(time.perf_counter())
     return times, w
-
-
-def fedsim_run(cfg: ExperimentConfig) -> tuple[list[float], torch.Tensor]:
-    times: list[float] = []
-    log = Recorder.log
-
-    def timed(self: Recorder, row: dict) -> None:
-        log(self, row)
-        times.append(time.perf_counter())
-
-    result: dict[str, Any] = {}
-    Recorder.log = timed  # type: ignore[method-assign]
-    try:
-        run_experiment(cfg, quiet=True, result=result)
-    finally:
-        Recorder.log = log  # type: ignore[method-assign]
-    return times, result["final_model"]
-
-
-def per_ue_round_ms(times: list[float], ues: int, warmup: int) -> float:
-    return 1e3 * (times[-1] - times[warmup]) / (len(times) - 1 - warmup) / ues
 
 
 def main() -> None:

@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3, help="rounds left out of the timing")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs per side")
     ap.add_argument("--batched", action="store_true",
-                    help="fedsim with engine.batched = true (all UEs' local steps at once); the plain loop stays per UE")
+                    help="fedsim with engine.batched = true (all UEs' steps at once); the plain loop stays per UE")
     ap.add_argument("--checkpoint-every", type=int, default=0,
                     help="fedsim's checkpoint.every (default 0: none, like the plain loop; -1: fedsim's auto)")
     args = ap.parse_args()

@@ -18,12 +18,7 @@ ARCH = {"node0": [["conv3x3", 0], ["skip", 1]], "node1": [["conv3x3", 1], ["avg_
         "node2": [["skip", 2], ["conv3x3", 3]]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _wl(**kw) -> GdasWorkload:

@@ -17,13 +17,7 @@ from fedsim.workloads.nas.fourier import aggregate_kernel, center_pad, dilate, f
 CONV = {1: F.conv1d, 2: F.conv2d}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Single-threaded, as in the client app: on a busy 2-core machine OpenMP barriers cost 10-40x (measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed: int = 0) -> torch.Generator:

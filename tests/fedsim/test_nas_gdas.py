@@ -23,13 +23,7 @@ CONV_ARCH = {"node0": [["conv3x3", 0], ["conv3x3", 1]], "node1": [["conv3x3", 1]
              "node2": [["skip", 2], ["conv3x3", 3]]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and spin when the other core is busy)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _wl(**kw) -> GdasWorkload:

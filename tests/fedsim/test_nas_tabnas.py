@@ -17,13 +17,7 @@ from fedsim.workloads.nas.tabnas import TabNasConfig, TabNasWorkload
 LR = 0.05
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and spin when the other core is busy)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(seed: int = 0, **kw) -> TabNasWorkload:
