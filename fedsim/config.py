@@ -162,7 +162,7 @@ class OutputConfig(Section):
 
 
 class CheckpointConfig(Section):
-    """Resumable state under ``RUN_DIR/checkpoints/`` (see docs/readme/reliability.md).
+    """Resumable state under ``RUN_DIR/checkpoints/`` (see the README, "Reliability").
 
     ``every``: checkpoint after every ``every`` rounds; 0 disables checkpoints; unset (the
     default) picks it from the state size: every round while the state is at most

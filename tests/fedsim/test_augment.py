@@ -210,7 +210,7 @@ def test_policy_logits_travel_baseline_stays_local() -> None:
 # ----------------------------------------------------------------------------- end to end
 
 # Measured (this config, seeds 0-2): no augmentation 0.833 / 0.872 / 0.713, searched policy 0.772 / 0.825 / 0.627;
-# medians 0.833 vs 0.772, the searched policy is 6.1 points WORSE in this short run (see docs/readme/augment.md).
+# medians 0.833 vs 0.772: the searched policy is 6.1 points WORSE in this short run (README, augmentation section).
 MARGIN = 0.08  # accuracy: the searched policy may trail no augmentation by at most this (median of 3 seeds)
 
 
