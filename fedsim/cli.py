@@ -117,8 +117,10 @@ def _report(run_dir: Path) -> None:
     )
     found = summary.get("search")
     if found:
+        from fedsim.retrain import architecture_text
+
         res, re = found.get("resources", {}), found.get("retrain", {})
-        typer.echo(f"found architecture: {json.dumps(found.get('architecture'), separators=(',', ':'))}")
+        typer.echo(f"found architecture: {architecture_text(found.get('architecture'))}")
         typer.echo(f"  {res.get('params')} parameters, {res.get('flops')} FLOPs/example, "
                    f"{res.get('latency_ms')} ms/example (architecture.json)")
         if re:

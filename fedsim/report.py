@@ -34,6 +34,7 @@ from fedsim.analytics.fits import rounds_to_target, seed_bands, seed_slopes, tim
 from fedsim.analytics.runtime import pipelined_speedup, time_to_accuracy_speedup  # noqa: E402
 from fedsim.errors import FedsimError  # noqa: E402
 from fedsim.plots import flatten  # noqa: E402
+from fedsim.retrain import architecture_text  # noqa: E402
 from fedsim.rundir import RunData, atomic_write_text, load_run  # noqa: E402
 
 #: Config keys that never define a group (bookkeeping, or the replicate index).
@@ -391,7 +392,6 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def search_rows(groups: list[Group]) -> list[dict[str, Any]]:
     """One row per search run (summary ``search`` section, fedsim.retrain)."""
-    import json
 
     rows = []
     for g in groups:
@@ -402,7 +402,7 @@ def search_rows(groups: list[Group]) -> list[dict[str, Any]]:
             res, re = found.get("resources", {}), found.get("retrain", {})
             final = re.get("final", {})
             rows.append({"group": g.label, "seed": run.summary.get("seed"),
-                         "architecture": "`" + json.dumps(found.get("architecture"), separators=(",", ":")) + "`",
+                         "architecture": "`" + architecture_text(found.get("architecture")) + "`",
                          "params": res.get("params"), "FLOPs": res.get("flops"),
                          "latency [ms]": _fmt(res.get("latency_ms")),
                          "retrained": f"{re.get('status', 'not run')}"

@@ -98,3 +98,12 @@ class RetrainFailed(Exception):
     def __init__(self, found: dict[str, Any], cause: BaseException) -> None:
         super().__init__(str(cause))
         self.found, self.cause = found, cause
+
+
+def architecture_text(architecture: Any) -> str:
+    """One line for a found architecture: its JSON, or for a DAAS pair the genotype's JSON and
+    the policy's most likely sub-policy (the full logits stay in ``architecture.json``)."""
+    if isinstance(architecture, dict) and set(architecture) == {"genotype", "policy"}:
+        top = (architecture["policy"] or {}).get("top") or ["?"]
+        return f"{json.dumps(architecture['genotype'], separators=(',', ':'))} + policy {top[0]}"
+    return json.dumps(architecture, separators=(",", ":"))

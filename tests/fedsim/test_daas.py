@@ -145,3 +145,14 @@ def test_daas_run_writes_the_pair_and_retrains_genotype_with_policy(tmp_path: Pa
     assert re["status"] == "completed" and 0 <= re["final"]["accuracy"] <= 1
     retrain_cfg = json.loads((run_dir / re["run_dir"] / "summary.json").read_text())
     assert retrain_cfg["status"] == "completed"
+
+
+def test_reports_show_the_genotype_and_top_sub_policy_not_the_logits() -> None:
+    from fedsim.retrain import architecture_text
+
+    pair = {"genotype": ARCH, "policy": {"top": ["0.20: (shift, p=0.50, m=0.40) -> (noise, p=0.50, m=0.20)"],
+                                         "logits": [0.125] * 104}}
+    text = architecture_text(pair)
+    assert text.startswith('{"node0":[["conv3x3",0],["skip",1]]') and "policy 0.20: (shift" in text
+    assert "0.125" not in text
+    assert architecture_text(ARCH) == text.split(" + policy")[0]
