@@ -43,6 +43,14 @@ def experiment_from_json(text: str) -> ExperimentConfig:
     return ExperimentConfig.model_validate_json(text)
 
 
+@lru_cache(maxsize=8)
+def workload_from_json(text: str):
+    """The experiment's workload, keyed by the message's config text (``build_workload`` keys
+    its own cache by re-serialising the config, which costs more than the rest of a small round)."""
+    cfg = experiment_from_json(text)
+    return build_workload(cfg.workload, cfg.seed)
+
+
 def partition_id(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
@@ -72,10 +80,11 @@ def uses_medium(cfg: ExperimentConfig) -> bool:
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round of UE work for the configured strategy."""
-    torch.set_num_threads(1)
+    if torch.get_num_threads() != 1:  # setting it unconditionally costs ~7 us per call
+        torch.set_num_threads(1)
     config = msg.content[CONFIG]
     cfg = experiment_from_json(str(config["exp"]))
-    workload = build_workload(cfg.workload, cfg.seed)
+    workload = workload_from_json(str(config["exp"]))
     ue = partition_id(context)
     lr = make_lr(cfg.train.lr, cfg.rounds * cfg.train.local_steps)
     first_step, steps = int(config["first-step"]), int(config["steps"])

@@ -43,7 +43,10 @@ def array_to_numpy(a: Array) -> np.ndarray:
 
 def to_record(*vectors: torch.Tensor) -> ArrayRecord:
     """One ArrayRecord holding the given flat tensors, in order."""
-    return ArrayRecord(array_dict={str(i): to_array(v) for i, v in enumerate(vectors)})
+    record = ArrayRecord()  # filled item by item: ArrayRecord(array_dict=...) copies every Array
+    for i, v in enumerate(vectors):
+        record[str(i)] = to_array(v)
+    return record
 
 
 def from_record(record: ArrayRecord) -> list[torch.Tensor]:
@@ -86,6 +89,22 @@ def split_replies(replies: Iterable[Message], ue_of_node: dict[int, int]) -> tup
     good.sort(key=lambda r: r.ue)
     bad.sort(key=lambda f: (f.ue is None, f.ue if f.ue is not None else f.node_id))
     return good, bad
+
+
+def split_finite(replies: list[Reply], *, first_only: bool = False) -> tuple[list[Reply], list[Reply]]:
+    """``(finite, non_finite)``: replies whose vectors (or only the first) hold no inf/NaN.
+    One ``isfinite`` over all vectors stacked when they share shape and dtype (the usual case)."""
+    vecs = [r.vectors[:1] if first_only else r.vectors for r in replies]
+    flat = [v for vs in vecs for v in vs]
+    if flat and all(v.shape == flat[0].shape and v.dtype == flat[0].dtype for v in flat):
+        ok = torch.isfinite(torch.stack(flat)).reshape(len(flat), -1).all(1).tolist()
+    else:
+        ok = [bool(torch.isfinite(v).all()) for v in flat]
+    finite, non_finite, i = [], [], 0
+    for r, vs in zip(replies, vecs, strict=True):
+        (finite if all(ok[i : i + len(vs)]) else non_finite).append(r)
+        i += len(vs)
+    return finite, non_finite
 
 
 def sample_ues(seed: int, round: int, num_ues: int, fraction: float) -> list[int]:

@@ -20,6 +20,7 @@ from strategies.common import (
     Failure,
     Reply,
     sample_ues,
+    split_finite,
     split_replies,
     to_record,
     weighted_average,
@@ -70,8 +71,8 @@ class DigitalFedAvg(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         good, bad = split_replies(replies, self.ue_of_node)
-        bad += [Failure(r.ue, self.node_of_ue[r.ue], "non-finite model") for r in good if not _finite(r)]
-        good = [r for r in good if _finite(r)]
+        good, non_finite = split_finite(good)
+        bad += [Failure(r.ue, self.node_of_ue[r.ue], "non-finite model") for r in non_finite]
         self.last_failures = bad
         self.last_participants = [r.ue for r in good]
         if not good:
@@ -80,10 +81,6 @@ class DigitalFedAvg(FedAvg):
         q = self.weights[[r.ue for r in good]]
         new = weighted_average(models.to(torch.float64), q).to(models.dtype)
         return to_record(new), _mean_metrics(good, q)
-
-
-def _finite(reply: Reply) -> bool:
-    return all(bool(torch.isfinite(v).all()) for v in reply.vectors)
 
 
 def _mean_metrics(replies: list[Reply], q: torch.Tensor) -> MetricRecord:

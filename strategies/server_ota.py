@@ -15,8 +15,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from channels import Channel, ChannelResult
-from strategies.common import Failure, from_record, split_replies, to_record
-from strategies.fedavg import DigitalFedAvg, GradFn, LrFn, _finite, local_sgd
+from strategies.common import Failure, from_record, split_finite, split_replies, to_record
+from strategies.fedavg import DigitalFedAvg, GradFn, LrFn, local_sgd
 
 TRANSMITS = ("gradient", "update", "model")
 
@@ -103,8 +103,8 @@ class ServerOTA(DigitalFedAvg):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         assert self.model is not None, "configure_train must run first"
         good, bad = split_replies(replies, self.ue_of_node)
-        bad += [Failure(r.ue, self.node_of_ue[r.ue], "non-finite vector") for r in good if not _finite(r)]
-        good = [r for r in good if _finite(r)]
+        good, non_finite = split_finite(good)
+        bad += [Failure(r.ue, self.node_of_ue[r.ue], "non-finite vector") for r in non_finite]
         self.last_failures, self.last_participants = bad, [r.ue for r in good]
         if not good:
             self.last_channel = None

@@ -25,7 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp.strategy import FedAvg
 
 from channels import Channel, ChannelResult
-from strategies.common import ARRAYS, CONFIG, Failure, Reply, sample_ues, split_replies, to_record
+from strategies.common import ARRAYS, CONFIG, Failure, sample_ues, split_finite, split_replies, to_record
 from strategies.fedavg import GradFn, LrFn
 from strategies.overlap import OverlapState, arrival_step, merge_arrival
 from strategies.server_ota import NoiseFactor, TrainFn, stack_rows, transmit_scaled, ue_transmit
@@ -185,8 +185,8 @@ class ServerFreeMedium(FedAvg):
         tx = [r for r in good if r.metrics.get(TRANSMITTED) == 1.0]
         self.last_reports = {r.ue: r.vectors[-1] for r in good
                              if len(r.vectors) == (2 if r.metrics.get(TRANSMITTED) == 1.0 else 1)}
-        bad += [Failure(r.ue, self.node_of_ue[r.ue], "non-finite vector") for r in tx if not _finite_v(r)]
-        tx = [r for r in tx if _finite_v(r)]
+        tx, non_finite = split_finite(tx, first_only=True)
+        bad += [Failure(r.ue, self.node_of_ue[r.ue], "non-finite vector") for r in non_finite]
         self.last_failures, self.last_participants = bad, [r.ue for r in tx]
         self.last_channel = None
         if not tx:
@@ -203,10 +203,6 @@ class ServerFreeMedium(FedAvg):
         for ue in range(self.num_ues):
             self.inbox[ue].append((server_round, step, res.estimate[ue] if per_ue else res.estimate))
         return None, None
-
-
-def _finite_v(reply: Reply) -> bool:
-    return bool(torch.isfinite(reply.vectors[0]).all())
 
 
 __all__ = ["MODES", "TRANSMITTED", "Arrival", "ServerFreeMedium", "UEState", "ue_round"]

@@ -1,0 +1,25 @@
+"""strategies.common helpers that every strategy's aggregation relies on."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from strategies.common import Reply, split_finite
+
+
+def _reply(ue: int, *vectors: list[float]) -> Reply:
+    return Reply(ue, [torch.tensor(v, dtype=torch.float64) for v in vectors], {})
+
+
+@pytest.mark.parametrize("second_len", [2, 3])  # stacked (one shape) and per-vector (mixed shapes)
+def test_split_finite_keeps_order_and_flags_any_bad_vector(second_len: int) -> None:
+    replies = [_reply(0, [1.0, 2.0]), _reply(1, [math.nan, 0.0]), _reply(2, [0.0, 1.0], [math.inf] * second_len),
+               _reply(3, [0.0, -1.0], [0.0] * second_len), _reply(4)]
+    finite, bad = split_finite(replies)
+    assert [r.ue for r in finite] == [0, 3, 4] and [r.ue for r in bad] == [1, 2]
+    finite, bad = split_finite(replies, first_only=True)  # the server-free report vector is not checked
+    assert [r.ue for r in finite] == [0, 2, 3, 4] and [r.ue for r in bad] == [1]
+    assert split_finite([]) == ([], [])
