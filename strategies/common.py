@@ -97,7 +97,13 @@ def split_finite(replies: list[Reply], *, first_only: bool = False) -> tuple[lis
     vecs = [r.vectors[:1] if first_only else r.vectors for r in replies]
     flat = [v for vs in vecs for v in vs]
     if flat and all(v.shape == flat[0].shape and v.dtype == flat[0].dtype for v in flat):
-        ok = torch.isfinite(torch.stack(flat)).reshape(len(flat), -1).all(1).tolist()
+        rows = torch.stack(flat).reshape(len(flat), -1)
+        # A finite row sum proves the row finite (inf/NaN propagate) and is ~3x cheaper than an
+        # elementwise isfinite; rows whose sum is not finite (NaN, inf or overflow) get the exact test.
+        ok = torch.isfinite(rows.sum(1))
+        if not bool(ok.all()):
+            ok = torch.isfinite(rows).all(1)
+        ok = ok.tolist()
     else:
         ok = [bool(torch.isfinite(v).all()) for v in flat]
     finite, non_finite, i = [], [], 0

@@ -23,3 +23,9 @@ def test_split_finite_keeps_order_and_flags_any_bad_vector(second_len: int) -> N
     finite, bad = split_finite(replies, first_only=True)  # the server-free report vector is not checked
     assert [r.ue for r in finite] == [0, 2, 3, 4] and [r.ue for r in bad] == [1]
     assert split_finite([]) == ([], [])
+
+
+def test_split_finite_does_not_flag_finite_vectors_whose_sum_overflows() -> None:
+    big = torch.finfo(torch.float64).max
+    finite, bad = split_finite([_reply(0, [big, big]), _reply(1, [1.0, math.inf]), _reply(2, [math.inf, -math.inf])])
+    assert [r.ue for r in finite] == [0] and [r.ue for r in bad] == [1, 2]
