@@ -37,6 +37,7 @@ from torch.func import functional_call
 from channels.rng import torch_generator
 from fedsim.workloads.base import LrFn, Workload
 from fedsim.workloads.images import NUM_CLASSES, DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
+from fedsim.workloads.nas.budget import BudgetFields, check_fits, layered_derive_within, within
 from fedsim.workloads.nas.fourier import aggregate_kernel, direct_conv, explicit_mixture, fourier_conv, receptive_field
 from fedsim.workloads.nas.resources import Resources, count_params, measure
 from fedsim.workloads.nas.taxonomy import (
@@ -54,7 +55,7 @@ _EVAL_CHUNK = 1000
 _MOMENTUM_KEY = "dash.alpha_momentum"
 
 
-class DashConfig(_ImageConfig):
+class DashConfig(_ImageConfig, BudgetFields):
     """Federated DASH on mnist_5k / digits; see the module docstring."""
 
     name: Literal["nas-dash"] = Field("nas-dash", description="workload name")
@@ -99,7 +100,21 @@ class DashConfig(_ImageConfig):
             raise ValueError("permute applies to 1-D sequences only: set dims = 1")
         if self.arch is not None:
             validate_arch(self.arch, len(self.channels), K, D)
+        if self.budget:
+            space = DashSpace(self, input_size(self))
+            if self.arch is not None:
+                check_fits(space.resources(self.arch, latency=False), self.budget, "arch")
+            else:  # the smallest kernel everywhere is the cheapest architecture (dilation costs nothing)
+                smallest = {d.name: {"kernel": min(K), "dilation": min(D)} for d in space.decisions}
+                check_fits(space.resources(smallest, latency=False), self.budget,
+                           "the smallest architecture (every kernel " + str(min(K)) + ")")
         return self
+
+
+def input_size(cfg: DashConfig) -> tuple[int, ...]:
+    """The network's input: side × side images or side² sequences (mnist: 28, digits: 8)."""
+    side = 28 if cfg.dataset == "mnist" else 8
+    return (side, side) if cfg.dims == 2 else (side * side,)
 
 
 def validate_arch(arch: dict[str, Any], layers: int, K: tuple[int, ...], D: tuple[int, ...]) -> None:
@@ -196,8 +211,7 @@ class DashWorkload(Workload):
         self._perm = None
         if cfg.permute:
             self._perm = torch.randperm(side * side, generator=torch_generator(seed, "permutation"))
-        in_size = (side, side) if cfg.dims == 2 else (side * side,)
-        self.space = DashSpace(cfg, in_size)
+        self.space = DashSpace(cfg, input_size(cfg))
         self.strategy = MixtureStrategy(cfg.tau) if cfg.search_strategy == "mixture" else RandomStrategy()
         self.estimator = Estimator("train")  # single-level: α and weights on the same training batch
         self.fixed = cfg.arch is not None
@@ -225,6 +239,7 @@ class DashWorkload(Workload):
         self.alpha_dim = 0 if self.fixed else self.space.num_logits
         self.dim = self.theta_dim + self.alpha_dim
         self._params_cache: dict[tuple, int] = {}
+        self._fits_cache: dict[tuple[int, ...], bool] = {}
 
     # -- data -----------------------------------------------------------------------------
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
@@ -395,19 +410,34 @@ class DashWorkload(Workload):
         return self._params_cache[key]
 
     def derive(self, w: torch.Tensor) -> Architecture:
-        """argmax α per layer (the fixed ``arch`` when not searching)."""
+        """argmax α per layer (the fixed ``arch`` when not searching); with ``max_params``/``max_flops``
+        the most probable architecture within the budget (:mod:`fedsim.workloads.nas.budget`)."""
         if self.fixed:
             return {k: dict(v) for k, v in self.cfg.arch.items()}
-        return self.space.derive(self.split(w.detach().to(self.dtype))[1])
+        alpha = self.split(w.detach().to(self.dtype))[1]
+        if not self.cfg.budget:
+            return self.space.derive(alpha)
+        logp = torch.log_softmax(alpha.view(self._layers, self._n).to(torch.float64), dim=1)
+        return layered_derive_within(logp, self.space.pairs, [d.name for d in self.space.decisions], self._fits)
+
+    def _fits(self, arch: Architecture) -> bool:
+        kernels = tuple(v["kernel"] for v in arch.values())  # the dilation changes neither params nor FLOPs
+        if kernels not in self._fits_cache:
+            self._fits_cache[kernels] = within(self.space.resources(arch, latency=False), *self.cfg.budget)
+        return self._fits_cache[kernels]
 
     def search_result(self, w: torch.Tensor) -> dict[str, Any]:
         """``{"architecture", "resources" (params, FLOPs, latency of the discrete child), "alpha_softmax"
         (layer -> "k{k}d{d}" -> prob), "alpha_entropy", "receptive_field" (layer -> d(k−1)+1)}``."""
         arch = self.derive(w)
-        out: dict[str, Any] = {"architecture": arch, "resources": self.space.resources(arch).to_dict(),
+        res = self.space.resources(arch)
+        out: dict[str, Any] = {"architecture": arch, "resources": res.to_dict(),
                                "search_strategy": self.cfg.search_strategy,
                                "receptive_field": {n: receptive_field(v["kernel"], v["dilation"])
                                                    for n, v in arch.items()}}
+        if self.cfg.budget:
+            out["budget"] = {"max_params": self.cfg.max_params, "max_flops": self.cfg.max_flops,
+                             "met": within(res, *self.cfg.budget)}
         if not self.fixed:
             p = torch.softmax(self.split(w.detach().to(self.dtype))[1].view(self._layers, self._n), dim=1)
             out["alpha_softmax"] = {f"conv{i}": {f"k{k}d{d}": round(float(q), 6) for (k, d), q in

@@ -37,7 +37,15 @@ from channels.rng import torch_generator
 from fedsim.workloads.augsearch import ReinforceStats, augment_batch, policy_stats
 from fedsim.workloads.base import LrFn, Workload
 from fedsim.workloads.images import DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
-from fedsim.workloads.nas.cells import OP_NAMES, CellSpace, Path
+from fedsim.workloads.nas.budget import (
+    BudgetFields,
+    budget_text,
+    cell_conv_edge_budget,
+    cell_derive_within,
+    check_fits,
+    within,
+)
+from fedsim.workloads.nas.cells import OP_NAMES, PARAM_OPS, CellSpace, Path
 from fedsim.workloads.nas.daas import DaasAugmentSection, frozen_logits, policy_report, split_pair
 from fedsim.workloads.nas.resources import measure
 from fedsim.workloads.nas.taxonomy import STRATEGIES, Architecture, Estimator
@@ -47,7 +55,7 @@ _SHAPE = {"digits": (8, 1), "mnist": (28, 2)}  # input side, stem stride
 _STATE_KEYS = ("gdas.m", "gdas.v", "gdas.t")
 
 
-class GdasConfig(_ImageConfig):
+class GdasConfig(_ImageConfig, BudgetFields):
     """GDAS supernet search on digits / MNIST-5k (or, with ``arch``, training one found cell)."""
 
     name: Literal["nas-gdas"] = "nas-gdas"
@@ -83,12 +91,20 @@ class GdasConfig(_ImageConfig):
             raise ValueError(f"arch_betas must lie in [0, 1), got {self.arch_betas}")
         if self.arch is not None:
             space.validate(self.arch)
+            if self.budget:
+                check_fits(space.resources(self.arch, latency=False), self.budget, "arch")
             if self.augment.policy == "search":
                 raise ValueError("augment.policy='search' is the joint search (DAAS) and needs arch unset; "
                                  "to search a policy for a fixed network use digits-augsearch / mnist-augsearch")
         elif self.val_fraction <= 0:
             raise ValueError("nas-gdas searches bi-level (α on validation batches): set val_fraction > 0")
+        elif self.budget:
+            conv_edge_budget(space, self.budget)  # ValueError when no genotype fits
         return self
+
+
+def conv_edge_budget(space: CellSpace, budget: tuple[int | None, int | None]) -> int:
+    return cell_conv_edge_budget(space, *budget, lambda a: space.resources(a, latency=False))
 
 
 def _space(cfg: GdasConfig) -> CellSpace:
@@ -127,6 +143,7 @@ class GdasWorkload(Workload):
         self.strategy = s(cfg.tau_max, cfg.tau_min) if cfg.search_strategy == "gdas" else s()
         self.estimator = Estimator("validation")
         self._fixed_path = None if self.searching else self.space.arch_path(self.arch)
+        self.max_conv_edges = conv_edge_budget(self.space, cfg.budget) if cfg.budget and self.searching else None
 
     # -- data -------------------------------------------------------------------------------
     def num_examples(self, ue: int) -> int:
@@ -273,7 +290,7 @@ class GdasWorkload(Workload):
         with the shared weights), ``alpha_entropy``, ``alpha_max_prob`` and ``arch_params``
         (weights of the derived genotype's child)."""
         theta, alpha = self.split(w.detach().to(self.dtype))
-        arch = self.arch if not self.searching else self.space.derive(alpha)
+        arch = self.arch if not self.searching else self.derive(alpha)
         path = self._fixed_path if not self.searching else self.space.argmax_path(alpha)
         loss, acc = self._ce_acc(theta, self.data.x_test, self.data.y_test, path)
         out = {"loss": loss, "accuracy": acc,
@@ -301,7 +318,7 @@ class GdasWorkload(Workload):
             arch, child_w = self.arch, theta
         else:
             if self.strategy.learns_alpha:
-                arch = self.space.derive(alpha)
+                arch = self.derive(alpha)
             else:
                 arch, scores = self.best_random(theta)
                 out["candidate_val_accuracy"] = scores
@@ -312,17 +329,38 @@ class GdasWorkload(Workload):
                                for e in range(self.space.num_edges)}
         res = measure(self.space.child(arch, child_w), self.space.example_input())
         out.update(architecture=arch, resources=res.to_dict())
+        if self.max_conv_edges is not None:
+            out["budget"] = {"max_params": self.cfg.max_params, "max_flops": self.cfg.max_flops,
+                             "max_conv_edges": self.max_conv_edges, "met": within(res, *self.cfg.budget)}
         if self.policy_search:  # DAAS: the found pair
             beta = self.policy_part(w.detach().to(self.dtype))
             out["architecture"] = {"genotype": arch, "policy": policy_report(self.aug_space, beta)}
             out.update(policy_stats(self.aug_space, beta))
         return out
 
+    def derive(self, alpha: torch.Tensor) -> Architecture:
+        """The DARTS genotype of α; with ``max_params``/``max_flops`` the most probable one within
+        the budget (:mod:`fedsim.workloads.nas.budget`)."""
+        if self.max_conv_edges is None:
+            return self.space.derive(alpha)
+        return cell_derive_within(self.space, alpha, self.max_conv_edges)
+
+    def conv_edges(self, arch: Architecture) -> int:
+        return sum(op in PARAM_OPS for op in self.space.edge_ops(arch).values())
+
+    def random_within_budget(self, generator: torch.Generator, max_tries: int = 1000) -> Architecture:
+        """A uniform genotype, redrawn until it meets the budget (if any)."""
+        for _ in range(max_tries):
+            arch = self.space.random_architecture(generator)
+            if self.max_conv_edges is None or self.conv_edges(arch) <= self.max_conv_edges:
+                return arch
+        raise ValueError(f"no uniform genotype within {budget_text(*self.cfg.budget)} in {max_tries} draws")
+
     def best_random(self, theta: torch.Tensor) -> tuple[Architecture, list[float]]:
         """Random search with weight sharing: ``random_candidates`` uniform genotypes (stream
         ``"random-search"``) scored with the supernet weights on the pooled validation splits."""
         g = torch_generator(self.seed, "random-search")
-        cands = [self.space.random_architecture(g) for _ in range(self.cfg.random_candidates)]
+        cands = [self.random_within_budget(g) for _ in range(self.cfg.random_candidates)]
         x, y = self.validation_pool()
         scores = [self._ce_acc(theta, x, y, self.space.arch_path(a))[1] for a in cands]
         best = max(range(len(cands)), key=lambda i: (scores[i], -i))
