@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import pytest
 import torch
 from pydantic import ValidationError
+from scipy import stats
 
 from fedsim.config import apply_overrides, validate
 from fedsim.runner import run_experiment
 from fedsim.workloads import build_workload
-from fedsim.workloads.nas.budget import cell_derive_within, cell_genotype_with
+from fedsim.workloads.nas.budget import cell_derive_within, cell_genotype_with, cell_random_within
 from fedsim.workloads.nas.cells import PARAM_OPS
 from fedsim.workloads.nas.dash import DashConfig
 from fedsim.workloads.nas.gdas import GdasConfig, GdasWorkload
@@ -72,6 +74,31 @@ def test_cell_resources_depend_only_on_the_number_of_conv_edges() -> None:
         arch = space.random_architecture(g)
         assert space.resources(arch, latency=False) == by_count[_conv_edges(space, arch)]
     assert [by_count[k].params for k in range(3)] == sorted({by_count[k].params for k in range(3)})  # increasing
+
+
+def test_random_genotypes_within_a_budget_are_uniform_among_the_feasible_ones() -> None:
+    """The exact conditional sampler matches the uniform law on feasible genotypes: the number of
+    conv edges follows the truncated Binomial(6, 2/5), and per edge class the ops are uniform."""
+    space = _gdas().space
+    g = torch.Generator().manual_seed(5)
+    n, budget = 6000, 2
+    archs = [cell_random_within(space, g, budget) for _ in range(n)]
+    for a in archs[:50]:
+        assert space.validate(a) == a
+    counts = torch.bincount(torch.tensor([_conv_edges(space, a) for a in archs]), minlength=budget + 1)
+    assert len(counts) == budget + 1  # never over the budget
+    q = 2 / 5
+    p = torch.tensor([math.comb(6, c) * q**c * (1 - q) ** (6 - c) for c in range(budget + 1)])
+    p = p / p.sum()
+    assert stats.chisquare(counts.double().numpy(), (n * p).numpy()).pvalue > 1e-3
+    ops = [op for a in archs for pairs in a.values() for op, _ in pairs]
+    for group in (["conv3x3", "dil_conv3x3"], ["max_pool3x3", "avg_pool3x3", "skip"]):
+        k = torch.tensor([ops.count(o) for o in group], dtype=torch.float64)
+        assert stats.chisquare(k.numpy()).pvalue > 1e-3
+    inputs = [i for a in archs for _, i in a["node2"]]  # node 2 picks 2 of 4 inputs
+    assert stats.chisquare(torch.bincount(torch.tensor(inputs), minlength=4).double().numpy()).pvalue > 1e-3
+    with pytest.raises(ValueError, match="no genotype has at most 0 conv edges"):
+        cell_random_within(_gdas(ops=("conv3x3", "dil_conv3x3")).space, g, 0)
 
 
 def test_gdas_budget_binds_derivation_and_random_candidates() -> None:

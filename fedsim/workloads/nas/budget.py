@@ -20,6 +20,7 @@ architecture is derived (and on random-search candidates); the supernet search i
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -93,6 +94,32 @@ def cell_conv_edge_budget(space: Any, max_params: int | None, max_flops: int | N
             break
         best = k
     return int(best)
+
+
+def cell_random_within(space: Any, generator: torch.Generator, max_conv_edges: int) -> Architecture:
+    """A uniform genotype conditioned on keeping at most ``max_conv_edges`` conv edges, drawn
+    exactly (no rejection, so a tight budget cannot stall): the number of conv edges from the
+    truncated binomial, which of the ``2·nodes`` edges they are uniformly, then inputs and ops
+    uniformly within their class."""
+    edges = 2 * space.nodes
+    conv = [o for o in space.real_ops if o in PARAM_OPS]
+    free = [o for o in space.real_ops if o not in PARAM_OPS]
+    q = len(conv) / len(space.real_ops)
+    weights = torch.tensor([math.comb(edges, c) * q**c * (1 - q) ** (edges - c)
+                            for c in range(min(edges, max_conv_edges) + 1)], dtype=torch.float64)
+    if float(weights.sum()) == 0.0:
+        raise ValueError(f"no genotype has at most {max_conv_edges} conv edges")
+    count = int(torch.multinomial(weights, 1, generator=generator))
+    conv_slots = set(torch.randperm(edges, generator=generator)[:count].tolist())
+    arch, slot = {}, 0
+    for j in range(space.nodes):
+        pairs = []
+        for i in sorted(torch.randperm(2 + j, generator=generator)[:2].tolist()):
+            pool = conv if slot in conv_slots else free
+            pairs.append([pool[int(torch.randint(len(pool), (1,), generator=generator))], i])
+            slot += 1
+        arch[f"node{j}"] = pairs
+    return arch
 
 
 def cell_derive_within(space: Any, alpha: torch.Tensor, max_conv_edges: int) -> Architecture:

@@ -39,13 +39,13 @@ from fedsim.workloads.base import LrFn, Workload
 from fedsim.workloads.images import DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
 from fedsim.workloads.nas.budget import (
     BudgetFields,
-    budget_text,
     cell_conv_edge_budget,
     cell_derive_within,
+    cell_random_within,
     check_fits,
     within,
 )
-from fedsim.workloads.nas.cells import OP_NAMES, PARAM_OPS, CellSpace, Path
+from fedsim.workloads.nas.cells import OP_NAMES, CellSpace, Path
 from fedsim.workloads.nas.daas import DaasAugmentSection, frozen_logits, policy_report, split_pair
 from fedsim.workloads.nas.resources import measure
 from fedsim.workloads.nas.taxonomy import STRATEGIES, Architecture, Estimator
@@ -345,16 +345,11 @@ class GdasWorkload(Workload):
             return self.space.derive(alpha)
         return cell_derive_within(self.space, alpha, self.max_conv_edges)
 
-    def conv_edges(self, arch: Architecture) -> int:
-        return sum(op in PARAM_OPS for op in self.space.edge_ops(arch).values())
-
-    def random_within_budget(self, generator: torch.Generator, max_tries: int = 1000) -> Architecture:
-        """A uniform genotype, redrawn until it meets the budget (if any)."""
-        for _ in range(max_tries):
-            arch = self.space.random_architecture(generator)
-            if self.max_conv_edges is None or self.conv_edges(arch) <= self.max_conv_edges:
-                return arch
-        raise ValueError(f"no uniform genotype within {budget_text(*self.cfg.budget)} in {max_tries} draws")
+    def random_within_budget(self, generator: torch.Generator) -> Architecture:
+        """A uniform genotype; with a budget, uniform among those within it."""
+        if self.max_conv_edges is None:
+            return self.space.random_architecture(generator)
+        return cell_random_within(self.space, generator, self.max_conv_edges)
 
     def best_random(self, theta: torch.Tensor) -> tuple[Architecture, list[float]]:
         """Random search with weight sharing: ``random_candidates`` uniform genotypes (stream
