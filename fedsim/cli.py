@@ -123,6 +123,10 @@ def _report(run_dir: Path) -> None:
         typer.echo(f"found architecture: {architecture_text(found.get('architecture'))}")
         typer.echo(f"  {res.get('params')} parameters, {res.get('flops')} FLOPs/example, "
                    f"{res.get('latency_ms')} ms/example (architecture.json)")
+        budget = found.get("budget")
+        if budget:
+            limits = ", ".join(f"{k} = {budget[k]}" for k in ("max_params", "max_flops") if budget.get(k) is not None)
+            typer.echo(f"  budget {limits}: {'met' if budget.get('met') else 'NOT met'}")
         if re:
             acc = re.get("final", {}).get("accuracy")
             typer.echo(f"  retrained from scratch: {re.get('status')}, {re.get('rounds')} rounds"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -182,3 +183,17 @@ def test_federated_search_meets_the_budget_and_retrains(tmp_path, workload: dict
     found = json.loads((run_dir / "architecture.json").read_text())
     assert found["budget"]["met"] and found["resources"]["params"] <= workload["max_params"]
     assert found["retrain"]["status"] == "completed"
+
+
+def test_cli_reports_the_budget(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from fedsim.cli import app
+
+    experiment = Path(__file__).resolve().parents[2] / "experiments" / "nas_gdas.toml"
+    res = CliRunner().invoke(app, [
+        "run", str(experiment), "--set", "sweep={}", "--set", "workload.max_params=4000",
+        "--set", "workload.num_ues=3", "--set", "rounds=1", "--set", "workload.retrain_rounds=0",
+        "--out", str(tmp_path), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "budget max_params = 4000: met" in res.output
