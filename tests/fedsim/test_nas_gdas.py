@@ -295,7 +295,7 @@ def test_searched_cell_beats_random_cells_of_similar_size(tmp_path) -> None:
     of 3 draws; the searched cell must beat it on the median of the seeds. Also checks it beats a
     uniformly random cell (any size).
 
-    Measured (about 5 min on 2 cores): searched 0.975 / 0.975 / 0.964 (median 0.975); size-matched
+    Measured (about 6 min on 2 cores): searched 0.975 / 0.975 / 0.964 (median 0.975); size-matched
     random, median of 3 draws, 0.964 / 0.975 / 0.961 (median 0.964); uniform random 0.914 / 0.978 /
     0.936. In a separate 6 draws per seed (another stream) the searched cell won 14 of 18 pairs:
     all 6 on seeds 0 and 2, 2 of 6 on seed 1, where random cells reached up to 0.983."""
