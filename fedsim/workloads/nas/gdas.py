@@ -36,7 +36,7 @@ from pydantic import Field, model_validator
 from channels.rng import torch_generator
 from fedsim.workloads.augsearch import ReinforceStats, augment_batch, policy_stats
 from fedsim.workloads.base import LrFn, Workload
-from fedsim.workloads.images import DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
+from fedsim.workloads.images import IMAGE_SIDE, DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
 from fedsim.workloads.nas.budget import (
     BudgetFields,
     cell_conv_edge_budget,
@@ -51,7 +51,7 @@ from fedsim.workloads.nas.resources import measure
 from fedsim.workloads.nas.taxonomy import STRATEGIES, Architecture, Estimator
 
 OpName = Literal[OP_NAMES]  # type: ignore[valid-type]
-_SHAPE = {"digits": (8, 1), "mnist": (28, 2)}  # input side, stem stride
+_STEM_STRIDE = {"digits": 1, "mnist": 2}
 _STATE_KEYS = ("gdas.m", "gdas.v", "gdas.t")
 
 
@@ -108,7 +108,7 @@ def conv_edge_budget(space: CellSpace, budget: tuple[int | None, int | None]) ->
 
 
 def _space(cfg: GdasConfig) -> CellSpace:
-    side, stride = _SHAPE[cfg.dataset]
+    side, stride = IMAGE_SIDE[cfg.dataset], _STEM_STRIDE[cfg.dataset]
     return CellSpace(cfg.ops, channels=cfg.channels, cells=cfg.cells, nodes=cfg.nodes, side=side, stem_stride=stride,
                      head_pool=cfg.head_pool)
 
