@@ -209,14 +209,14 @@ class Channel:
         n = V.shape[0]
         if q is None:
             q = torch.full((n,), 1.0 / n, dtype=V.dtype)
-        q = torch.as_tensor(q, dtype=V.dtype)
+        q = torch.as_tensor(q, dtype=V.dtype, device="cpu")
         if q.shape != (n,) or bool((q < 0).any()) or not bool(torch.isfinite(q).all()):
             raise ValueError(
                 f"q must be [N]={n} finite non-negative weights, got shape {tuple(q.shape)}"
             )
         if available is None:
             available = torch.ones(n, dtype=torch.bool)
-        available = torch.as_tensor(available, dtype=torch.bool)
+        available = torch.as_tensor(available, dtype=torch.bool, device="cpu")
         if available.shape != (n,):
             raise ValueError(f"available must be a bool [N]={n} mask")
         return V, q, available
@@ -233,7 +233,9 @@ class Channel:
     ) -> ChannelResult:
         """One round: UEs send the rows of ``V`` (``[N, d]``) with weights ``q`` (``[N]``, any
         positive total; None = uniform); ``available`` (bool ``[N]``) excludes failed UEs.
-        Returns estimates in ``V``'s dtype. If no UE is active the estimate is zeros."""
+        Returns estimates in ``V``'s dtype on ``V``'s device. If no UE is active the estimate is
+        zeros. Per-UE quantities (fading, gains, ``active``) stay on CPU; random draws come from
+        CPU generators and are moved to ``V``'s device, so every device sees the same numbers."""
         V, q, available = self._inputs(V, q, available)
         c = self.config
         if c.receiver == "digital":
@@ -261,7 +263,7 @@ class Channel:
             return self._empty(V, active, dropouts)
         w = qa / q_sum  # weights renormalised over active UEs
         # u_n = N_act·w_n·v_n is what UE n puts on air (u_n = v_n for equal weights)
-        u_norm_sq = torch.linalg.vector_norm(V, dim=1).square() * (n_act * w) ** 2
+        u_norm_sq = torch.linalg.vector_norm(V, dim=1).square().cpu() * (n_act * w) ** 2
         max_norm_sq = float(u_norm_sq.max())
         rho = compute_rho(c.rho, c.power, c.h_th, max_norm_sq)
         gain = n_act * math.sqrt(rho) * self.mu
@@ -272,15 +274,16 @@ class Channel:
         has_common = mode in ("common", "common+per_ue") and c_common > 0
         has_ue = mode in ("per_ue", "common+per_ue") and c_ue > 0
 
+        dev = V.device
         if c.receiver == "d2d":
             # row m: Σ_n w_n a_{n→m} v_n  =  (w ∘ A)ᵀ V   ([N, N] @ [N, d])
-            estimate = (w.unsqueeze(1) * a).T @ V
+            estimate = (w.unsqueeze(1) * a).T.to(dev) @ V
         else:
-            estimate = (w * a) @ V  # [d]
+            estimate = (w * a).to(dev) @ V  # [d]
         noise_common = None
         if has_common:
             g_int = torch_generator(seed, "interference", round)
-            noise_common = self.interference.sample((d,), g_int, real).div_(gain)
+            noise_common = self.interference.sample((d,), g_int, real).div_(gain).to(dev)
             estimate = estimate + noise_common
         if c.receiver == "relay":
             estimate = estimate.unsqueeze(0).expand(n, d).clone()
@@ -288,7 +291,7 @@ class Channel:
         if has_ue:
             g_ue = torch_generator(seed, "interference", round, ue=PER_UE_KEY)
             noise_ue = self.interference.sample((n, d), g_ue, real)
-            noise_ue.mul_(c_ue / self.interference.scale)
+            noise_ue = noise_ue.mul_(c_ue / self.interference.scale).to(dev)
             estimate = estimate.add_(noise_ue)
         sc = c_common if has_common else 0.0
         su = c_ue if has_ue else 0.0
@@ -297,7 +300,7 @@ class Channel:
         elif noise_ue is not None:
             noise = noise_ue
         else:
-            noise = torch.zeros(d, dtype=real)
+            noise = torch.zeros(d, dtype=real, device=dev)
         return ChannelResult(
             estimate=estimate,
             active=active,
@@ -317,14 +320,14 @@ class Channel:
     def _empty(self, V: torch.Tensor, active: torch.Tensor, dropouts: int) -> ChannelResult:
         n, d = V.shape
         per_ue = self.config.receiver in ("relay", "d2d")
-        est = torch.zeros((n, d) if per_ue else (d,), dtype=V.dtype)
+        est = torch.zeros((n, d) if per_ue else (d,), dtype=V.dtype, device=V.device)
         return ChannelResult(
             estimate=est,
             active=active,
             dropouts=dropouts,
             noise_scale=0.0,
             tx_energy=0.0,
-            noise=torch.zeros(d, dtype=V.dtype),
+            noise=torch.zeros(d, dtype=V.dtype, device=V.device),
             rho=0.0,
             gain=0.0,
             n_active=0,
@@ -335,7 +338,7 @@ class Channel:
         n_act = int(available.sum())
         if n_act == 0 or float(qa.sum()) <= 0.0:
             return self._empty(V, available.clone(), 0)
-        w = qa / qa.sum()
+        w = (qa / qa.sum()).to(V.device)
         exact = w @ V
         if self.config.quant_bits is None:
             estimate, noise = exact, torch.zeros_like(exact)

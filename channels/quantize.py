@@ -22,6 +22,7 @@ def stochastic_quantize(v: torch.Tensor, bits: int, generator: torch.Generator) 
     safe = torch.where(step > 0, step, torch.ones_like(step))
     t = ((v - lo) / safe).clamp_(0.0, levels)
     fl = t.floor()
-    up = torch.rand(v.shape, generator=generator, dtype=v.dtype) < (t - fl)
+    # drawn on the generator's device (CPU) and moved: every device rounds with the same numbers
+    up = torch.rand(v.shape, generator=generator, dtype=v.dtype).to(v.device) < (t - fl)
     k = (fl + up.to(v.dtype)).clamp_(max=levels)
     return torch.where(step > 0, lo + k * step, v)

@@ -49,6 +49,7 @@ def check_batched(cfg, workload) -> None:
 def prefetch(messages: Iterable[Message], partition_of_node: dict[int, int]) -> None:
     """Train every UE addressed by a train message in ``messages`` at once, for :func:`take`."""
     from fedsim.client import experiment_from_json
+    from fedsim.device import run_device
     from fedsim.schedule import make_lr
     from fedsim.workloads import build_workload
     from strategies.common import ARRAYS, CONFIG, from_record
@@ -61,14 +62,14 @@ def prefetch(messages: Iterable[Message], partition_of_node: dict[int, int]) -> 
     cfg = experiment_from_json(exp)
     if not cfg.engine.batched:
         return
-    workload = build_workload(cfg.workload, cfg.seed)
+    workload = build_workload(cfg.workload, cfg.seed, run_device(cfg))
     lr = make_lr(cfg.train.lr, cfg.rounds * cfg.train.local_steps)
     groups: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
     for msg in train:
         config = msg.content[CONFIG]
         if str(config["exp"]) != exp:
             continue
-        (w,) = from_record(msg.content[ARRAYS])
+        (w,) = from_record(msg.content[ARRAYS], workload.device)
         key = (int(config["first-step"]), int(config["steps"]))
         groups.setdefault(key, []).append((partition_of_node[msg.metadata.dst_node_id], w))
     with torch.no_grad():

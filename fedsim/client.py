@@ -17,6 +17,7 @@ from flwr.clientapp import ClientApp
 
 from fedsim import batched, faults
 from fedsim.config import ExperimentConfig
+from fedsim.device import run_device
 from fedsim.physical import compute_times
 from fedsim.schedule import make_lr
 from fedsim.workloads import build_workload
@@ -48,7 +49,7 @@ def workload_from_json(text: str):
     """The experiment's workload, keyed by the message's config text (``build_workload`` keys
     its own cache by re-serialising the config, which costs more than the rest of a small round)."""
     cfg = experiment_from_json(text)
-    return build_workload(cfg.workload, cfg.seed)
+    return build_workload(cfg.workload, cfg.seed, run_device(cfg))
 
 
 def partition_id(context: Context) -> int:
@@ -92,7 +93,8 @@ def train(msg: Message, context: Context) -> Message:
     def grad(v: torch.Tensor, s: int) -> torch.Tensor:
         return workload.stochastic_grad(v, ue, s)
 
-    local = _load_local(context)
+    device = workload.device
+    local = _load_local(context, device)
 
     def train_fn(v: torch.Tensor, first: int, n: int) -> torch.Tensor:
         done = batched.take(str(config["exp"]), ue, v, first, n) if cfg.engine.batched else None
@@ -106,14 +108,14 @@ def train(msg: Message, context: Context) -> Message:
         if fault == "straggler":
             raise faults.InjectedFault(f"straggler: UE {ue} missed the deadline of {cfg.faults.deadline} s "
                                        f"in round {rnd}")
-        (w,) = from_record(msg.content[ARRAYS])
+        (w,) = from_record(msg.content[ARRAYS], device)
         v = ue_transmit(w, grad, first_step, steps, lr, resolved_transmit(cfg), train_fn)
         v = faults.apply_after(fault, ue, rnd, v)
         _save_local(context, local)
         return _reply(msg, [v], metrics)
 
     state = _load_state(context, workload)
-    received = from_record(msg.content[ARRAYS])
+    received = from_record(msg.content[ARRAYS], device)
     arrivals = [Arrival(int(b), int(i), e) for b, i, e in
                 zip(config["arrival-blocks"], config["arrival-index"], received, strict=True)]
     st = cfg.strategy
@@ -165,11 +167,11 @@ def _reply(msg: Message, vectors: list[torch.Tensor], metrics: dict) -> Message:
 _MODEL, _PENDING, _SYNC, _LOCAL = "fedsim.model", "fedsim.pending", "fedsim.sync", "fedsim.local"
 
 
-def _load_local(context: Context) -> dict[str, torch.Tensor]:
+def _load_local(context: Context, device: torch.device) -> dict[str, torch.Tensor]:
     """The workload's UE-local tensors (never transmitted), kept in ``Context.state``."""
     if _LOCAL not in context.state:
         return {}
-    return _named_tensors(context.state[_LOCAL])
+    return _named_tensors(context.state[_LOCAL], device)
 
 
 def _save_local(context: Context, local: dict[str, torch.Tensor]) -> None:
@@ -181,8 +183,8 @@ def _named_record(tensors: dict[str, torch.Tensor]) -> ArrayRecord:
     return ArrayRecord(array_dict={k: to_array(v) for k, v in tensors.items()})
 
 
-def _named_tensors(record: ArrayRecord) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(array_to_numpy(a).copy()) for k, a in record.items()}
+def _named_tensors(record: ArrayRecord, device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(array_to_numpy(a).copy()).to(device) for k, a in record.items()}
 
 
 def _load_state(context: Context, workload) -> UEState:
@@ -191,9 +193,9 @@ def _load_state(context: Context, workload) -> UEState:
     if _MODEL not in st:
         w0 = workload.init_params()
         return UEState(w0.clone(), OverlapState(pending={}, sync=w0.clone()))
-    (w,) = from_record(st[_MODEL])
-    pending = {int(k): v for k, v in _named_tensors(st[_PENDING]).items()}
-    (sync,) = from_record(st[_SYNC])
+    (w,) = from_record(st[_MODEL], workload.device)
+    pending = {int(k): v for k, v in _named_tensors(st[_PENDING], workload.device).items()}
+    (sync,) = from_record(st[_SYNC], workload.device)
     return UEState(w, OverlapState(pending=pending, sync=sync))
 
 

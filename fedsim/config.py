@@ -149,6 +149,12 @@ class EngineConfig(Section):
     num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs for a local Ray")
     cpus_per_ue: float = Field(1.0, gt=0, le=64)
     object_store_mb: int = Field(512, ge=80, le=65536)
+    device: str = Field(
+        "cpu", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="where tensors live: 'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available)")
+    gpus_per_ue: float | None = Field(
+        None, ge=0, le=64, description="Ray engine: GPU share per UE actor (fractions allowed, e.g. 0.25); "
+                                       "default 0 on CPU and an even share of the GPUs on CUDA")
     batched: bool = Field(
         False, description="inline engine, server-based strategies: train a round's UEs together through the "
                            "workload's vectorised gradient (equal to the per-UE path to float tolerance)")

@@ -11,6 +11,7 @@ that is removed afterwards. With ``ray_address`` it joins an existing cluster in
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ import traceback
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
@@ -110,6 +112,36 @@ def run_inline(server_app: ServerApp, client_app: ClientApp, num_ues: int) -> No
     server_app(grid, context)
 
 
+def gpus_per_ue(engine: EngineConfig) -> float:
+    """The GPU share each UE actor asks Ray for. Ray hides GPUs from actors that ask for none,
+    so a CUDA run needs a share: ``engine.gpus_per_ue`` when set, else an even split of this
+    machine's GPUs over the actors that fit its CPUs (rounded down to Ray's 1e-4 granularity).
+    Raises ConfigError for a share that cannot work."""
+    from fedsim.device import resolve_device
+    from fedsim.errors import ConfigError
+
+    on_cuda = resolve_device(engine.device).type != "cpu"
+    share = engine.gpus_per_ue
+    if share is not None and share > 0 and not on_cuda:
+        raise ConfigError(f"engine.gpus_per_ue = {share:g} but engine.device = {engine.device!r} resolves to the "
+                          "CPU: UE actors would wait for GPUs they never use; set engine.device = 'cuda' or drop "
+                          "gpus_per_ue")
+    if not on_cuda:
+        return 0.0
+    if share is None:
+        if engine.ray_address or os.environ.get("RAY_ADDRESS"):
+            raise ConfigError("engine.device is CUDA on an existing Ray cluster: set engine.gpus_per_ue (the GPU "
+                              "share of one UE actor, for example 0.25) to match the cluster's GPUs")
+        actors = max(1.0, (engine.num_cpus or os.cpu_count() or 1) / engine.cpus_per_ue)
+        share = math.floor(1e4 * min(1.0, torch.cuda.device_count() / actors)) / 1e4
+    if share <= 0:
+        raise ConfigError("engine.device is CUDA but engine.gpus_per_ue = 0: Ray hides the GPUs from UE actors "
+                          "that ask for none; give each a share such as 0.25")
+    if share > 1 and share != int(share):
+        raise ConfigError(f"engine.gpus_per_ue = {share:g}: Ray accepts fractions only below 1 (or whole GPUs)")
+    return float(share)
+
+
 def ray_backend_config(engine: EngineConfig, temp_dir: str | None) -> dict[str, Any]:
     """Flower's backend_config for Ray, tuned for a small machine."""
     init_args: dict[str, Any] = {
@@ -128,7 +160,7 @@ def ray_backend_config(engine: EngineConfig, temp_dir: str | None) -> dict[str, 
             _node_ip_address="127.0.0.1",
         )
     return {
-        "client_resources": {"num_cpus": engine.cpus_per_ue, "num_gpus": 0.0},
+        "client_resources": {"num_cpus": engine.cpus_per_ue, "num_gpus": gpus_per_ue(engine)},
         "init_args": init_args,
     }
 

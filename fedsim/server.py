@@ -23,6 +23,7 @@ from fedsim.analytics.online import OnlineAnalytics
 from fedsim.batched import check_batched
 from fedsim.client import resolved_transmit, uses_medium
 from fedsim.config import ExperimentConfig
+from fedsim.device import run_device
 from fedsim.errors import ConfigError, FedsimError, RunInterrupted
 from fedsim.physical import build_channel, communication_time, compute_times
 from fedsim.schedule import make_lr
@@ -126,9 +127,9 @@ def evaluate_population(workload: Any, models: dict[int, torch.Tensor], weights:
     own metrics, over at most ``sample`` UEs drawn from stream "evaluation" (0 = all): evaluating
     every model of 1000 UEs each round would cost more than the training."""
     ues = sorted(models)
-    W = torch.stack([models[u] for u in ues])
+    W = torch.stack([models[u] for u in ues]).to(workload.device)
     q = weights[ues].to(torch.float64)
-    w_bar = ((q / q.sum()).to(W.dtype) @ W)
+    w_bar = (q / q.sum()).to(W.device, W.dtype) @ W
     row = dict(workload.evaluate(w_bar))
     row["consensus"] = float(torch.linalg.vector_norm(W - w_bar, dim=1).mean())
     if 0 < sample < len(ues):
@@ -150,7 +151,7 @@ def run_rounds(grid: Grid, session: Session) -> None:
     cfg = session.config
     if hasattr(grid, "pull_interval"):
         grid.pull_interval = 0.005  # Flower polls every 0.1 s by default: a floor on round time
-    workload = build_workload(cfg.workload, cfg.seed)
+    workload = build_workload(cfg.workload, cfg.seed, run_device(cfg))
     node_of_ue = discover_nodes(grid, workload.num_ues)
     resume: ck.Checkpoint | None = session.resume
     if resume is not None and resume.meta.get("ue_states"):
@@ -229,6 +230,11 @@ def preflight(cfg: ExperimentConfig) -> int:
     """Build everything a run needs once, before anything is written, so that incompatible
     choices fail with a ConfigError. Returns N."""
     check_memory(cfg)
+    run_device(cfg)  # a ConfigError when CUDA is asked for but missing
+    if cfg.engine.name == "ray":
+        from fedsim.engines import gpus_per_ue
+
+        gpus_per_ue(cfg.engine)
     workload = build_workload(cfg.workload, cfg.seed)
     _setup(cfg, workload)
     faults.check_faults(cfg, workload.num_ues)
@@ -291,7 +297,9 @@ def _setup(cfg: ExperimentConfig, workload: Any) -> tuple[Any, int, int, Clock, 
                           "'update' or 'model' and no overlap")
     tau_cp = compute_times(cfg, workload.num_ues) * faults.slowdowns(cfg, workload.num_ues)
     clock = Clock(cfg, tau_cp, tau_cm, steps)
-    analytics = OnlineAnalytics(cfg, workload, tau_cm=tau_cm, delay_steps=D, steps_per_round=steps)
+    # analytics run on CPU (numpy, scipy): they get the CPU build of the workload
+    cpu_workload = workload if workload.device.type == "cpu" else build_workload(cfg.workload, cfg.seed)
+    analytics = OnlineAnalytics(cfg, cpu_workload, tau_cm=tau_cm, delay_steps=D, steps_per_round=steps)
     return channel, D, steps, clock, analytics
 
 
@@ -367,12 +375,13 @@ def _run_server(grid: Grid, session: Session, workload: Any, node_of_ue: dict[in
         channel=channel, transmit=resolved_transmit(cfg), lr=lr, steps_per_round=steps,
         noise_factor=_noise_factor(cfg, lr, steps),
         weights=workload.ue_weights(), node_of_ue=node_of_ue, seed=cfg.seed, fraction=cfg.strategy.fraction,
+        device=workload.device,
     )
-    w = workload.init_params()
+    w = workload.init_params().to(workload.device)
     first = 1
     if rel.resume is not None:
         meta, bag = rel.resume.meta, ck.TensorBag(rel.resume.tensors)
-        w, clock.now, first = bag.get(meta["model"]), float(meta["clock"]), int(meta["next_round"])
+        w, clock.now, first = bag.get(meta["model"]).to(workload.device), float(meta["clock"]), int(meta["next_round"])
         ck.restore_attrs(analytics, meta["analytics"], bag)
     else:
         row0 = {"round": 0, "sim_time": 0.0, **workload.evaluate(w)}
@@ -385,7 +394,7 @@ def _run_server(grid: Grid, session: Session, workload: Any, node_of_ue: dict[in
         replies, retry_row = rel.send(msgs, medium=False)
         new, _ = strategy.aggregate_train(r, replies)
         if new is not None:
-            (w,) = from_record(new)
+            (w,) = from_record(new, workload.device)
         row: dict[str, Any] = {"round": r, "sim_time": clock.advance(strategy.last_participants, rel.waited(plan)),
                                "participants": len(strategy.last_participants),
                                **failure_fields(strategy.last_failures), **rel.fault_row(plan), **retry_row,
@@ -399,7 +408,7 @@ def _run_server(grid: Grid, session: Session, workload: Any, node_of_ue: dict[in
             rec.log({**row, "diverged": True, "diverged_reason": reason})
             return "diverged", r
         rec.log(row)
-        session.result["final_model"] = w
+        session.result["final_model"] = w.cpu()
         if rel.due(r) and r < cfg.rounds:
             bag = ck.TensorBag()
             rel.save(r, {"kind": "server", "next_round": r + 1, "metrics_lines": len(rec.rows), "clock": clock.now,
@@ -418,6 +427,7 @@ def _run_medium(grid: Grid, session: Session, workload: Any, node_of_ue: dict[in
         channel=channel, weights=workload.ue_weights(), node_of_ue=node_of_ue, seed=cfg.seed,
         fraction=cfg.strategy.fraction, steps_per_round=steps,
         delay=D if cfg.strategy.overlap.enabled else None, dim=workload.dim, dtype=workload.dtype,
+        device=workload.device,
         noise_factor=_noise_factor(cfg, make_lr(cfg.train.lr, cfg.rounds * cfg.train.local_steps), steps),
     )
     weights = workload.ue_weights()

@@ -49,9 +49,13 @@ def to_record(*vectors: torch.Tensor) -> ArrayRecord:
     return record
 
 
-def from_record(record: ArrayRecord) -> list[torch.Tensor]:
-    """The tensors of an ArrayRecord, in order (copies, safe to modify)."""
-    return [torch.from_numpy(array_to_numpy(a).copy()) for a in record.values()]
+def from_record(record: ArrayRecord, device: torch.device | None = None) -> list[torch.Tensor]:
+    """The tensors of an ArrayRecord, in order (copies, safe to modify), on ``device`` (CPU by
+    default)."""
+    out = [torch.from_numpy(array_to_numpy(a).copy()) for a in record.values()]
+    if device is not None and device.type != "cpu":
+        out = [t.to(device) for t in out]
+    return out
 
 
 @dataclass

@@ -44,12 +44,13 @@ def apply_estimate(w: torch.Tensor, v_hat: torch.Tensor, transmit: str, eta: flo
 
 
 def stack_rows(rows: dict[int, torch.Tensor], num_ues: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[N, d]`` matrix with the given rows (zeros elsewhere) and the bool mask of present rows."""
-    V = torch.zeros(num_ues, like.numel(), dtype=like.dtype)
+    """``[N, d]`` matrix on ``like``'s device with the given rows (zeros elsewhere), and the CPU bool
+    mask of present rows."""
+    V = torch.zeros(num_ues, like.numel(), dtype=like.dtype, device=like.device)
     mask = torch.zeros(num_ues, dtype=torch.bool)
     if rows:
         idx = torch.tensor(sorted(rows))
-        V[idx] = torch.stack([rows[i] for i in sorted(rows)])
+        V[idx] = torch.stack([rows[i] for i in sorted(rows)]).to(like.device)
         mask[idx] = True
     return V, mask
 
@@ -79,11 +80,13 @@ class ServerOTA(DigitalFedAvg):
         transmit: "gradient" | "update" | "model".
         lr: step size by global step (used to apply gradient estimates).
         steps_per_round: K.
+        device: where the global model and the ``[N, d]`` channel work live (None: CPU).
     """
 
     def __init__(self, *, channel: Channel, transmit: str, lr: LrFn, steps_per_round: int,
-                 noise_factor: NoiseFactor | None = None, **kwargs):
+                 noise_factor: NoiseFactor | None = None, device: torch.device | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.device = device  # where the [N, d] channel work runs (None: CPU)
         if transmit not in TRANSMITS:
             raise ValueError(f"transmit must be one of {TRANSMITS}, got {transmit!r}")
         self.channel = channel
@@ -96,7 +99,7 @@ class ServerOTA(DigitalFedAvg):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        (self.model,) = from_record(arrays)
+        (self.model,) = from_record(arrays, self.device)
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]

@@ -122,11 +122,12 @@ class ServerFreeMedium(FedAvg):
         delay: D in local steps (overlap), or None for the sequential schedule.
         dim, dtype: the model vector's length and dtype.
         noise_factor: optional round -> factor scaling the channel noise (rho_t growth).
+        device: where the ``[N, d]`` channel work and the queued estimates live (None: CPU).
     """
 
     def __init__(self, *, channel: Channel, weights: torch.Tensor, node_of_ue: dict[int, int], seed: int,
                  fraction: float, steps_per_round: int, delay: int | None, dim: int, dtype: torch.dtype,
-                 noise_factor: NoiseFactor | None = None):
+                 noise_factor: NoiseFactor | None = None, device: torch.device | None = None):
         super().__init__(fraction_train=fraction, fraction_evaluate=1.0, min_train_nodes=1,
                          min_available_nodes=len(node_of_ue))
         self.channel = channel
@@ -137,6 +138,7 @@ class ServerFreeMedium(FedAvg):
         self.K = steps_per_round
         self.delay = delay
         self.dim, self.dtype = dim, dtype
+        self.device = device if device is not None else torch.device("cpu")
         self.noise_factor = noise_factor
         self.inbox: dict[int, list[tuple[int, int, torch.Tensor]]] = {u: [] for u in node_of_ue}
         self._sent: dict[int, list[tuple[int, int, torch.Tensor]]] = {}
@@ -192,7 +194,7 @@ class ServerFreeMedium(FedAvg):
         if not tx:
             return None, None
         V, available = stack_rows({r.ue: r.vectors[0] for r in tx}, self.num_ues,
-                                  torch.zeros(self.dim, dtype=self.dtype))
+                                  torch.zeros(self.dim, dtype=self.dtype, device=self.device))
         res = transmit_scaled(self.channel, V, self.weights, self.seed, server_round, available,
                               self.noise_factor(server_round) if self.noise_factor else 1.0)
         self.last_channel = res

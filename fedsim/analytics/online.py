@@ -192,6 +192,7 @@ class OnlineAnalytics:
             out["theory_notes"] = dict(self.notes)
         nonfinite = 0
         if models is not None:
+            models = models.cpu()  # no-op on CPU runs; analytics are numpy/scipy work
             nonfinite += _count_nonfinite(models)
             if self.w_star is not None and nonfinite == 0:
                 dist = torch.linalg.vector_norm(models.to(torch.float64) - self.w_star, dim=1)
@@ -230,7 +231,7 @@ class OnlineAnalytics:
             if a.numel() > PER_ROUND:  # subsample big tensors: cost stays O(PER_ROUND)
                 rng = numpy_generator(self.cfg.seed, "analytics", r)  # keyed by round: resumable
                 a = a[torch.from_numpy(rng.integers(0, a.numel(), PER_ROUND))]
-            v = a.to(torch.float64).numpy() / scale
+            v = a.to("cpu", torch.float64).numpy() / scale
             v = v[np.isfinite(v)]
             i0 = self._n % BUFFER
             k = min(v.size, BUFFER - i0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from typing import Annotated
 
+import torch
 from pydantic import Field, TypeAdapter
 
 from fedsim.workloads.augsearch import AugSearchCnn, DigitsAugsearchConfig, MnistAugsearchConfig
@@ -44,14 +45,23 @@ def parse_workload_config(data: dict) -> WorkloadConfig:
     return _ADAPTER.validate_python(data)
 
 
-def build_workload(cfg: WorkloadConfig, seed: int) -> Workload:
-    """The workload for ``cfg`` and experiment ``seed``, built once per process.
+def build_workload(cfg: WorkloadConfig, seed: int, device: str | torch.device = "cpu") -> Workload:
+    """The workload for ``cfg`` and experiment ``seed``, its tensors on ``device``, built once
+    per process.
 
     Building can be slow (data generation, partitioning, the logreg optimum), and the engine
     calls this in every worker and every round, so results are cached by
-    ``(cfg as JSON, seed)``. The returned object is shared: treat it as read-only.
+    ``(cfg as JSON, seed, device)``. The returned object is shared: treat it as read-only.
     """
-    return _build_cached(type(cfg).__name__, cfg.model_dump_json(), int(seed))
+    return _on_device(type(cfg).__name__, cfg.model_dump_json(), int(seed), str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=32)
+def _on_device(kind: str, cfg_json: str, seed: int, device: str) -> Workload:
+    if device == "cpu":
+        return _build_cached(kind, cfg_json, seed)
+    # a fresh build (not the cached CPU one moved): moving is in place
+    return _build_cached.__wrapped__(kind, cfg_json, seed).to_device(torch.device(device))
 
 
 @functools.lru_cache(maxsize=32)

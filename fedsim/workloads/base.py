@@ -51,6 +51,29 @@ class Workload(ABC):
     num_ues: int
     dim: int
     dtype: torch.dtype
+    #: where the workload's data and models live (``to_device``); inputs may come from any device.
+    device: torch.device = torch.device("cpu")
+
+    def to_device(self, device: torch.device) -> Workload:
+        """Move every tensor and module the workload holds (also inside lists, tuples and dicts)
+        to ``device``, in place. Workloads build on CPU (numpy, generators) and then move."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+
+        def move(obj):
+            if isinstance(obj, torch.Tensor | torch.nn.Module):
+                return obj.to(device)
+            if isinstance(obj, list | tuple):
+                return type(obj)(move(x) for x in obj)
+            if isinstance(obj, dict):
+                return {k: move(v) for k, v in obj.items()}
+            return obj
+
+        for key, value in list(vars(self).items()):
+            vars(self)[key] = move(value)
+        self.device = device
+        return self
 
     @abstractmethod
     def init_params(self) -> torch.Tensor:

@@ -80,14 +80,14 @@ class Quadratic(Workload):
 
     def init_params(self) -> torch.Tensor:
         """``w* + init_dist * u`` with u uniform on the unit sphere, from stream ``"init"``."""
-        u = torch.randn(self.dim, generator=torch_generator(self.seed, "init"), dtype=_DT)
+        u = torch.randn(self.dim, generator=torch_generator(self.seed, "init"), dtype=_DT).to(self.device)
         return self.w_star + self.cfg.init_dist * u / u.norm()
 
     def _noise(self, ue: int, step: int) -> torch.Tensor | float:
         if self.cfg.grad_noise == 0:
             return 0.0
         g = torch_generator(self.seed, "minibatch", step, ue)
-        return self.cfg.grad_noise * torch.randn(self.dim, generator=g, dtype=_DT)
+        return self.cfg.grad_noise * torch.randn(self.dim, generator=g, dtype=_DT).to(self.device)
 
     def stochastic_grad(self, w: torch.Tensor, ue: int, step: int) -> torch.Tensor:
         """``A_n (w - b_n) + noise``; noise from ``torch_generator(seed, "minibatch", step, ue)``."""

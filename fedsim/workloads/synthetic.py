@@ -140,7 +140,7 @@ class SyntheticLogreg(Workload):
     def init_params(self) -> torch.Tensor:
         """``w0 ~ N(0, 0.01^2 I)`` from stream ``"init"``, ``[610]`` float64."""
         g = torch_generator(self.seed, "init")
-        return 0.01 * torch.randn(self.dim, generator=g, dtype=_DT)
+        return (0.01 * torch.randn(self.dim, generator=g, dtype=_DT)).to(self.device)
 
     def stochastic_grad(self, w: torch.Tensor, ue: int, step: int) -> torch.Tensor:
         x, y = self.ue_data(ue)
@@ -169,7 +169,7 @@ class SyntheticLogreg(Workload):
             rows = self.batch_rows(n, step)
             a = self.offsets[n]
             pos.append(torch.arange(a, self.offsets[n + 1]) if rows is None else rows + a)
-        out = torch.empty(len(ues), self.dim, dtype=_DT)
+        out = torch.empty(len(ues), self.dim, dtype=_DT, device=self.device)
         width = max(len(p) for p in pos)
         per_chunk = max(1, _CHUNK_LOGITS // (width * (NUM_FEATURES + 1)))
         for s in range(0, len(ues), per_chunk):
@@ -179,6 +179,7 @@ class SyntheticLogreg(Workload):
             for m, p in enumerate(chunk):
                 idx[m, : len(p)] = p
                 mask[m, : len(p)] = 1.0
+            idx, mask = idx.to(self.device), mask.to(self.device)
             x = self.x_train[idx]  # [m, B, 61]
             y = self.y_train[idx]  # [m, B]
             wm = ws[s : s + len(chunk)].to(_DT).view(-1, NUM_FEATURES + 1, NUM_CLASSES)
@@ -273,8 +274,8 @@ def _ce_many(
     wm = ws.reshape(m_all, NUM_FEATURES + 1, NUM_CLASSES)
     xty = x.T @ F.one_hot(y, NUM_CLASSES).to(_DT)  # [61, 10]
     picked = (wm * xty).sum((1, 2)) / r
-    lse = torch.empty(m_all, dtype=_DT)
-    acc = torch.empty(m_all, dtype=_DT) if with_accuracy else None
+    lse = torch.empty(m_all, dtype=_DT, device=ws.device)
+    acc = torch.empty(m_all, dtype=_DT, device=ws.device) if with_accuracy else None
     per_chunk = max(1, _CHUNK_LOGITS // max(1, r * NUM_CLASSES))
     for s in range(0, m_all, per_chunk):
         logits = torch.einsum("rd,mdc->mrc", x, wm[s : s + per_chunk])
@@ -288,7 +289,7 @@ def _grad(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, l2: float) -> torch
     """Gradient ``[610]`` of mean CE on ``(x [B, 61], y [B])`` + (l2/2)||w||^2."""
     wm = w.view(NUM_FEATURES + 1, NUM_CLASSES)
     resid = torch.softmax(x @ wm, dim=1)
-    resid[torch.arange(len(y)), y] -= 1.0
+    resid[torch.arange(len(y), device=y.device), y] -= 1.0
     return (x.T @ resid).reshape(-1) / len(y) + l2 * w
 
 
