@@ -191,7 +191,7 @@ def _load_state(context: Context, workload) -> UEState:
     """The UE's own model and overlap buffers from ``Context.state`` (identical init first)."""
     st = context.state
     if _MODEL not in st:
-        w0 = workload.init_params()
+        w0 = workload.init_params().to(workload.device)
         return UEState(w0.clone(), OverlapState(pending={}, sync=w0.clone()))
     (w,) = from_record(st[_MODEL], workload.device)
     pending = {int(k): v for k, v in _named_tensors(st[_PENDING], workload.device).items()}

@@ -153,8 +153,8 @@ class EngineConfig(Section):
         "cpu", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
         description="where tensors live: 'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available)")
     gpus_per_ue: float | None = Field(
-        None, ge=0, le=64, description="Ray engine: GPU share per UE actor (fractions allowed, e.g. 0.25); "
-                                       "default 0 on CPU and an even share of the GPUs on CUDA")
+        None, ge=0, le=64, description="GPU share of one Ray UE actor, or of one sweep variant task (fractions "
+                                       "allowed, e.g. 0.25); default 0 on CPU, an even share of the GPUs on CUDA")
     batched: bool = Field(
         False, description="inline engine, server-based strategies: train a round's UEs together through the "
                            "workload's vectorised gradient (equal to the per-UE path to float tolerance)")

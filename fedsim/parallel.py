@@ -1,4 +1,5 @@
-"""Sweep variants as Ray tasks: one CPU each, every task running the inline engine.
+"""Sweep variants as Ray tasks: one CPU each (and a GPU share on CUDA), every task running the
+inline engine.
 
 A sweep whose base experiment uses the ``ray`` engine does not start Flower's Ray runtime once
 per variant (8-10 s of fixed cost each). Instead each variant becomes one Ray task
@@ -166,8 +167,12 @@ def run_parallel(jobs: list[tuple[int, ExperimentConfig]], engine: EngineConfig,
     """
     if not jobs:
         return
+    from fedsim.engines import gpus_per_ue
+
+    # A CUDA sweep's tasks need a GPU share: Ray hides the GPUs from tasks that ask for none.
+    gpus = gpus_per_ue(engine.model_copy(update={"cpus_per_ue": 1.0}))
     with ray_session(engine) as ray:
-        task = ray.remote(num_cpus=1)(run_variant_files)
+        task = ray.remote(num_cpus=1, num_gpus=gpus)(run_variant_files)
         if on_start is not None:
             on_start(int(ray.cluster_resources().get("CPU", 1)))
         pending = {task.remote(cfg.model_dump_json()): key for key, cfg in jobs}

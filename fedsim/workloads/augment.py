@@ -3,7 +3,8 @@
 Every op maps ``x [B, C, H, W]`` (values in [0, 1]) and per-sample magnitudes ``mag [B]`` in
 [0, 1] to a tensor of the same shape, dtype and range; magnitude 0 returns the input rows
 exactly, and ``identity`` returns them exactly at any magnitude. Randomness (direction, sign,
-position, noise) comes only from the ``torch.Generator`` passed in; fedsim builds it from
+position, noise) comes only from the (CPU) ``torch.Generator`` passed in, and is moved to the
+images' device; fedsim builds it from
 stream ``"augment"`` keyed by (global step, UE), so the same seed gives the same batch.
 
 Magnitude 1 means (reference §1.5, "augmentations for small grayscale digits"): shift by 15%
@@ -45,7 +46,7 @@ def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     Bilinear weights are a convex combination of pixels and zeros, so [0, 1] is preserved
     (the final clamp only removes rounding).
     """
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -126,26 +127,26 @@ def cutout(x: torch.Tensor, mag: torch.Tensor, gen: torch.Generator) -> torch.Te
     x0 = (cx - torch.floor(side / 2)).view(n, 1, 1)
     s = side.view(n, 1, 1)
     hole = (ys >= y0) & (ys < y0 + s) & (xs >= x0) & (xs < x0 + s)  # [n, H, W]
-    return x.masked_fill(hole.unsqueeze(1), 0.0)
+    return x.masked_fill(hole.unsqueeze(1).to(x.device), 0.0)
 
 
 def brightness(x: torch.Tensor, mag: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Add ±``mag * 0.4`` to every pixel."""
     delta = _sign(x.shape[0], gen, x.dtype) * mag * BRIGHTNESS_MAX
-    return x + delta.view(-1, 1, 1, 1)
+    return x + delta.view(-1, 1, 1, 1).to(x.device)
 
 
 def contrast(x: torch.Tensor, mag: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Scale deviations from the per-image mean by ``1 ± mag * 0.6``."""
     f = 1 + _sign(x.shape[0], gen, x.dtype) * mag * CONTRAST_MAX
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return mean + (x - mean) * f.view(-1, 1, 1, 1)
+    return mean + (x - mean) * f.view(-1, 1, 1, 1).to(x.device)
 
 
 def noise(x: torch.Tensor, mag: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Add Gaussian noise of std ``mag * 0.2``."""
-    z = torch.randn(x.shape, generator=gen, dtype=x.dtype)
-    return x + z * (mag * NOISE_MAX).view(-1, 1, 1, 1)
+    z = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+    return x + z * (mag * NOISE_MAX).view(-1, 1, 1, 1).to(x.device)
 
 
 #: The op set, in a fixed order (indices are part of the policy layout).
@@ -169,11 +170,11 @@ def apply_op(name: str, x: torch.Tensor, mag: torch.Tensor | float, gen: torch.G
     """
     if name not in OPS:
         raise ValueError(f"unknown augmentation op {name!r}; choose from {', '.join(OP_NAMES)}")
-    m = torch.as_tensor(mag, dtype=x.dtype).expand(x.shape[0]).clone()
+    m = torch.as_tensor(mag, dtype=x.dtype).cpu().expand(x.shape[0]).clone()
     if x.shape[0] == 0:
         return x.clone()
     y = OPS[name](x, m, gen).clamp(0.0, 1.0)
-    return torch.where((m > 0).view(-1, 1, 1, 1), y, x)  # exact at magnitude 0
+    return torch.where((m > 0).view(-1, 1, 1, 1).to(x.device), y, x)  # exact at magnitude 0
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,9 @@ def apply_stages(
     order of draws.
     """
     out = x.clone()
+    ops, applied = ops.cpu(), applied.cpu()  # draws and row selection on CPU; pixels on x's device
     for j in range(ops.shape[1]):
-        mag = mags[:, j].to(x.dtype)
+        mag = mags[:, j].to("cpu", x.dtype)
         live = applied[:, j] & (mag > 0)  # magnitude 0 rows stay exact
         rows_all, thetas = [], []
         for name, make in GEOMETRIC.items():

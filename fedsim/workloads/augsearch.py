@@ -232,7 +232,7 @@ class AugSearchCnn(Workload):
         """``[∇_θ CE on the augmented batch | 0]``: β has no pathwise gradient (REINFORCE only)."""
         theta, beta = self.split(w.detach().to(self.dtype))
         g, _ = self._theta_grad(theta, ue, step, beta)
-        return torch.cat([g, torch.zeros(self.policy_dim, dtype=self.dtype)])
+        return torch.cat([g, torch.zeros(self.policy_dim, dtype=self.dtype, device=g.device)])
 
     def local_train(
         self, w: torch.Tensor, ue: int, first_step: int, steps: int, lr: LrFn, state: dict[str, torch.Tensor]

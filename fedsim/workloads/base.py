@@ -9,6 +9,8 @@ batches. The same seed therefore gives the same data, init and batches on any en
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,19 +57,29 @@ class Workload(ABC):
     device: torch.device = torch.device("cpu")
 
     def to_device(self, device: torch.device) -> Workload:
-        """Move every tensor and module the workload holds (also inside lists, tuples and dicts)
-        to ``device``, in place. Workloads build on CPU (numpy, generators) and then move."""
+        """Move every tensor and module the workload holds (also inside lists, tuples, dicts,
+        dataclasses and wrapped workloads) to ``device``, in place. Workloads build on CPU
+        (numpy, generators) and then move."""
         device = torch.device(device)
         if device == self.device:
             return self
 
         def move(obj):
-            if isinstance(obj, torch.Tensor | torch.nn.Module):
+            if isinstance(obj, torch.Tensor):
+                return obj if obj.is_meta else obj.to(device)  # meta: shapes only, no data to move
+            if isinstance(obj, torch.nn.Module):
+                if any(t.is_meta for t in itertools.chain(obj.parameters(), obj.buffers())):
+                    return obj  # a shape-only module, called through functional_call
                 return obj.to(device)
+            if isinstance(obj, Workload):  # a wrapped workload (augmentation search, retraining)
+                return obj.to_device(device)
             if isinstance(obj, list | tuple):
                 return type(obj)(move(x) for x in obj)
             if isinstance(obj, dict):
                 return {k: move(v) for k, v in obj.items()}
+            if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # e.g. split datasets
+                return dataclasses.replace(obj, **{f.name: move(getattr(obj, f.name))
+                                                   for f in dataclasses.fields(obj) if f.init})
             return obj
 
         for key, value in list(vars(self).items()):

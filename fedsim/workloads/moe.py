@@ -451,7 +451,7 @@ class MoeLm(Workload):
         reference resets whenever ``w`` equals the initial model (every run's round 0), so runs
         that share this cached object do not leak into each other."""
         if self._w0 is None:
-            self._w0 = self.init_params()
+            self._w0 = self.init_params().to(self.device)
         ce, routes = self._eval_one(w)
         row = self._metrics(ce, routes)
         if torch.allclose(w.detach().to(_DT), self._w0, rtol=1e-6, atol=1e-8):

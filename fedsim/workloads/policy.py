@@ -69,8 +69,8 @@ class PolicySpace:
 
     def sample(self, beta: torch.Tensor, batch: int, gen: torch.Generator) -> PolicySample:
         """Draw τ_i ~ p_β for i < ``batch`` (no gradient)."""
-        with torch.no_grad():
-            cat, p, mag = self.split(beta.detach().to(torch.float64))
+        with torch.no_grad():  # on CPU, where the generator lives: the logits are tiny
+            cat, p, mag = self.split(beta.detach().to("cpu", torch.float64))
             sub = torch.multinomial(torch.softmax(cat, 0), batch, replacement=True, generator=gen)
             u = torch.rand(batch, STAGES, generator=gen, dtype=torch.float64)
             applied = u < torch.sigmoid(p[sub])
@@ -97,11 +97,11 @@ class PolicySpace:
 
     def subpolicy_probs(self, beta: torch.Tensor) -> torch.Tensor:
         """softmax(β_cat), ``[K]``."""
-        return torch.softmax(self.split(beta.detach().to(torch.float64))[0], 0)
+        return torch.softmax(self.split(beta.detach().to("cpu", torch.float64))[0], 0)
 
     def describe(self, beta: torch.Tensor, top: int = 3) -> list[str]:
         """The ``top`` most likely sub-policies as text, e.g. ``"0.31: (rotate, p=0.62, m=0.8) -> ..."``."""
-        cat, p, mag = self.split(beta.detach().to(torch.float64))
+        cat, p, mag = self.split(beta.detach().to("cpu", torch.float64))
         pi = torch.softmax(cat, 0)
         out = []
         for k in torch.argsort(pi, descending=True)[:top].tolist():
@@ -134,11 +134,11 @@ def reinforce_grad(
     space: PolicySpace, beta: torch.Tensor, sample: PolicySample, advantage: torch.Tensor | float
 ) -> torch.Tensor:
     """ĝ_β = −(1/B) Σ_i A_i ∇_β log p_β(τ_i), ``[P]``; ``advantage`` is a scalar or ``[B]``."""
-    b = beta.detach().to(torch.float64).requires_grad_(True)
+    b = beta.detach().to("cpu", torch.float64).requires_grad_(True)  # the sample lives on CPU
     lp = space.log_prob(b, sample)
-    adv = torch.as_tensor(advantage, dtype=torch.float64)
+    adv = torch.as_tensor(advantage, dtype=torch.float64).cpu()
     (g,) = torch.autograd.grad(-(adv * lp).mean(), b)
-    return g.to(beta.dtype)
+    return g.to(beta.device, beta.dtype)
 
 
 def update_baseline(baseline: float, reward: float, decay: float) -> float:

@@ -1,5 +1,5 @@
-"""Emulated accelerator for tests on machines without CUDA: tensors report the ``meta`` device
-but hold real CPU data, so a whole run computes real numbers while every op checks, as CUDA
+"""Emulated accelerator for tests on machines without CUDA: tensors report the ``fakegpu``
+device but hold real CPU data, so a whole run computes real numbers while every op checks, as CUDA
 does, that its tensor operands share one device."""
 from __future__ import annotations
 
@@ -10,7 +10,18 @@ from torch.utils._mode_utils import no_dispatch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
-FAKE = torch.device("meta")
+
+def _register_backend() -> torch.device:
+    """A Python-only PrivateUse1 backend named ``fakegpu`` (once per process): it has a device
+    guard, so ``item()`` and friends work, but no kernels: every op lands in ``OnFake``."""
+    if torch._C._get_privateuse1_backend_name() != "fakegpu":
+        from torch.utils.backend_registration import _setup_privateuseone_for_python_backend
+
+        _setup_privateuseone_for_python_backend("fakegpu")
+    return torch.device("fakegpu", 0)
+
+
+FAKE = _register_backend()
 _INDEX_OPS = {"aten::index", "aten::index_put_", "aten::index_put", "aten::_index_put_impl_"}
 _CROSS_DEVICE_OPS = {"aten::_to_copy", "aten::copy_", "aten::_copy_from", "aten::_copy_from_and_resize"}
 
@@ -20,7 +31,8 @@ class OnFake(torch.Tensor):
 
     @staticmethod
     def __new__(cls, elem: torch.Tensor):
-        r = torch.Tensor._make_wrapper_subclass(cls, elem.size(), strides=elem.stride(), storage_offset=elem.storage_offset(),
+        r = torch.Tensor._make_wrapper_subclass(cls, elem.size(), strides=elem.stride(),
+                                                storage_offset=elem.storage_offset(),
                                                 dtype=elem.dtype, device=FAKE, requires_grad=elem.requires_grad)
         r.elem = elem
         return r
@@ -53,7 +65,7 @@ def _run(func, args, kwargs):
             seen.add("fake")
             return x.elem
         if isinstance(x, torch.Tensor) and x.dim() > 0:
-            seen.add("cpu")
+            seen.add(x.device.type)  # "cpu", or "meta" for shape-only tensors
         return x
 
     if name in _INDEX_OPS:  # CUDA accepts CPU index tensors
@@ -84,16 +96,26 @@ def _run(func, args, kwargs):
         wrap = to_fake or "fake" in seen
     if not wrap:
         return out
-    return tree_map(lambda x: OnFake(x) if isinstance(x, torch.Tensor) and not isinstance(x, OnFake) else x, out)
+    return tree_map(lambda x: OnFake(_resolved(x)) if isinstance(x, torch.Tensor) and not isinstance(x, OnFake) else x,
+                    out)
+
+
+def _resolved(t: torch.Tensor) -> torch.Tensor:
+    """Lazy conjugate / negative views (``W.conj()``) materialised: the wrapper cannot carry their bits."""
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    return t
 
 
 def _sync_metadata(w: OnFake) -> OnFake:
     """After an in-place op (``squeeze_``, ``resize_`` ...), give the wrapper its data's shape."""
     e = w.elem
     if w.shape != e.shape or w.stride() != e.stride():
-        with no_dispatch():  # the wrapper is a meta tensor: its own kernel only sets metadata
-            if w.untyped_storage().nbytes() < (e.storage_offset() + e.numel()) * e.element_size():
-                w.resize_(e.shape)
+        if w.untyped_storage().nbytes() < (e.storage_offset() + e.numel()) * e.element_size():
+            raise NotImplementedError("fakedev: an in-place op grew a tensor beyond its storage")
+        with no_dispatch():  # as_strided_ only rewrites the wrapper's sizes and strides
             w.as_strided_(e.shape, e.stride(), e.storage_offset())
     return w
 

@@ -9,20 +9,22 @@ machine with CUDA the same runs go to the real GPU and must agree to float toler
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from fakedev import FAKE, emulated_device
 
 import fedsim.device
+import fedsim.workloads
 from fedsim import client
 from fedsim.config import load_experiment
 from fedsim.errors import ConfigError
 from fedsim.rundir import load_run
 from fedsim.runner import run_experiment
-
-from fakedev import FAKE, emulated_device
+from fedsim.workloads import Workload
 
 TIMING = {"wall_s"}
 
@@ -36,17 +38,37 @@ def emulated(monkeypatch):
         return FAKE if spec.startswith("cuda") else real(spec)
 
     monkeypatch.setattr(fedsim.device, "resolve_device", resolve)
-    client.workload_from_json.cache_clear()
-    with emulated_device():
-        yield
-    client.workload_from_json.cache_clear()
+    moved: list[str] = []
+    to_device = Workload.to_device
+
+    def record(self, device):
+        moved.append(self.name)
+        return to_device(self, device)
+
+    monkeypatch.setattr(Workload, "to_device", record)
+    caches = (client.workload_from_json, fedsim.workloads._on_device)
+    for cache in caches:
+        cache.cache_clear()
+    emulated_device.moved = moved
+    yield emulated_device
+    for cache in caches:
+        cache.cache_clear()
 
 
 def _run(tmp_path: Path, overrides: list[str]) -> list[dict]:
+    """The run's metric rows, then (architecture searches) the search and retraining outcome."""
     cfg = load_experiment(None, ["output.plot=false", "sweep={}", "engine.name='inline'",
                                  f"output.dir={str(tmp_path)!r}", *overrides])
     run_dir = run_experiment(cfg, quiet=True)
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in load_run(run_dir).metrics]
+    rows = [{k: v for k, v in r.items() if k not in TIMING} for r in load_run(run_dir).metrics]
+    search = json.loads((run_dir / "summary.json").read_text()).get("search")
+    if search is not None:
+        retrain = search.get("retrain", {}).pop("run_dir", None)  # named by the wall clock
+        if retrain is not None:
+            rows += [{k: v for k, v in r.items() if k not in TIMING} for r in load_run(run_dir / retrain).metrics]
+        search.get("resources", {}).pop("latency_ms", None)
+        rows.append(search)
+    return rows
 
 
 SMALL = ["rounds=3", "workload.num_ues=4", "train.local_steps=2", "train.lr.eta=0.2"]
@@ -56,24 +78,69 @@ CASES = {
                        "channel.fading='rayleigh'", "channel.power_control='inversion'"],
     "server-digital-quant": [*SMALL, "strategy.name='server-digital'", "channel.quant_bits=4",
                              "strategy.fraction=0.5"],
-    "relay-gaussian": [*SMALL, "strategy.name='serverfree-relay'", "channel.interference='gaussian'"],
+    "relay-gaussian": [*SMALL, "strategy.name='serverfree-relay'", "channel.interference='gaussian'",
+                       "checkpoint.every=1", "faults.nan_at=[[2, 1]]", "faults.policy='zero'"],
     "d2d-sas-overlap": [*SMALL, "strategy.name='serverfree-d2d'", "channel.interference='sas'",
                         "strategy.overlap.enabled=true", "timing.latency_ratio=3",
                         "channel.power_control='phase'", "channel.fading='rayleigh'", "channel.csi_error=0.1"],
     "batched-logreg": [*SMALL, "strategy.name='server-ota'", "engine.batched=true", "workload.batch_size=8"],
-    "quadratic": [*SMALL, "workload={name='quadratic', num_ues=4, grad_noise=0.1}", "strategy.name='server-ota'", "channel.interference='sas'",
-                  "train.local_steps=1"],
+    "quadratic": [*SMALL, "workload={name='quadratic', num_ues=4, grad_noise=0.1}", "strategy.name='server-ota'",
+                  "channel.interference='sas'", "train.local_steps=1"],
 }
+TINY = ["rounds=2", "train.local_steps=2", "train.lr.eta=0.05", "checkpoint.every=0", "strategy.transmit='update'"]
+CASES.update({
+    "digits-cnn-batched": [*TINY, "workload={name='digits-cnn', num_ues=3, batch_size=16}",
+                           "strategy.name='server-ota'", "engine.batched=true"],
+    "moe-lm-relay": [*TINY, "workload={name='moe-lm', num_ues=3, train_seqs_per_ue=32, total_steps=4}",
+                     "strategy.name='serverfree-relay'"],
+    "moe-switch-sgd": [*TINY, "workload={name='moe-lm', num_ues=3, train_seqs_per_ue=32, total_steps=4, "
+                       "router='switch', optimizer='sgd'}", "strategy.name='server-ota'"],
+    "dash-random": [*TINY, "workload={name='nas-dash', dataset='digits', channels=[4, 8], num_ues=3, "
+                    "retrain_rounds=0, search_strategy='random'}", "strategy.name='server-digital'"],
+    "gdas-random": [*TINY, "workload={name='nas-gdas', num_ues=3, cells=1, channels=4, retrain_rounds=0, "
+                    "search_strategy='random', random_candidates=2}", "strategy.name='server-ota'"],
+    "augsearch": [*TINY, "workload={name='digits-augsearch', num_ues=3, batch_size=16}",
+                  "strategy.name='server-digital'"],
+    "daas-relay": [*TINY, "workload={name='nas-gdas', num_ues=3, cells=1, channels=4, retrain_rounds=1, "
+                   "augment={policy='search'}}", "strategy.name='serverfree-relay'"],
+    "dash": [*TINY, "workload={name='nas-dash', dataset='digits', channels=[4, 8], num_ues=3, retrain_rounds=1}",
+             "strategy.name='server-ota'"],
+    "tabnas": [*TINY, "workload={name='nas-tabnas', num_ues=3, max_samples_per_ue=100, hidden_layers=2, "
+               "retrain_rounds=1}", "strategy.name='server-digital'"],
+})
+
+ROUNDING = {"moe-lm-relay": 1e-3, "moe-switch-sgd": 1e-3}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_emulated_device_run_equals_cpu_run(case, tmp_path, emulated) -> None:
     cpu = _run(tmp_path / "cpu", CASES[case])
-    dev = _run(tmp_path / "dev", [*CASES[case], "engine.device='cuda'"])
-    assert dev == cpu
+    with emulated():
+        dev = _run(tmp_path / "dev", [*CASES[case], "engine.device='cuda'"])
+    assert emulated.moved, "the run never moved its workload to the device"
+    assert not [r["failure_reasons"] for r in cpu + dev if r.get("failures")], "a UE failed"
+    # The emulated device computes with the CPU's kernels, so the numbers are the CPU's, except
+    # where a composite op picks another kernel for another device (attention: the math path
+    # instead of the fused CPU one); a transformer's training amplifies that rounding.
+    assert _close(dev, cpu, rel=ROUNDING.get(case, 1e-12)), case
+
+
+def _close(a, b, rel: float) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=rel, abs=1e-9) or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 def test_emulator_catches_a_tensor_left_on_the_cpu(emulated) -> None:
+    with emulated():
+        _catches()
+
+
+def _catches() -> None:
     x = torch.ones(3, device=FAKE)
     with pytest.raises(RuntimeError, match="same device"):
         _ = x + torch.ones(3)
@@ -133,3 +200,25 @@ def test_cuda_run_matches_cpu_run(case, tmp_path) -> None:
         for key in ("loss", "accuracy", "consensus"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (case, a["round"], key)
+
+
+def test_ray_engine_runs_ue_actors_on_fractional_gpus(tmp_path, monkeypatch) -> None:
+    """Flower's Ray backend schedules UE actors that each ask for half a GPU: Ray is told this
+    machine has one (Ray does not check), so the two actors share it; the run's numbers are the
+    inline engine's (the device itself stays the CPU here)."""
+    import fedsim.engines as engines
+
+    real, calls = engines.ray_backend_config, []
+
+    def with_gpu(engine, temp_dir):
+        calls.append(engine.name)
+        cfg = real(engine, temp_dir)
+        cfg["client_resources"]["num_gpus"] = 0.5
+        cfg["init_args"]["num_gpus"] = 1
+        return cfg
+
+    monkeypatch.setattr(engines, "ray_backend_config", with_gpu)
+    small = [*SMALL, "rounds=2", "strategy.name='serverfree-relay'", "channel.interference='sas'"]
+    inline = _run(tmp_path / "inline", small)
+    ray = _run(tmp_path / "ray", [*small, "engine.name='ray'", "engine.num_cpus=2"])
+    assert calls == ["ray"] and ray == inline

@@ -34,6 +34,8 @@ def test_thousand_ues_serverfree_completes(tmp_path: Path) -> None:
 class _NormWorkload:
     """Metric = the model's first coordinate, so which models were evaluated is visible."""
 
+    device = torch.device("cpu")
+
     def evaluate(self, w):
         return {"loss": float(w[0])}
 

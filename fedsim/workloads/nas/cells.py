@@ -215,7 +215,7 @@ class CellSpace(SearchSpace):
     def derive(self, alpha: torch.Tensor) -> Architecture:
         """DARTS rule: per node the two incoming edges with the largest best non-``none`` op
         probability softmax(α), each with that op (ties: lower op / input index first)."""
-        p = self.probs(alpha).masked_fill(torch.tensor([o == "none" for o in self.ops]), -1.0)
+        p = self.probs(alpha).cpu().masked_fill(torch.tensor([o == "none" for o in self.ops]), -1.0)
         best_p, best_op = p.max(1)
         arch: Architecture = {}
         for j in range(self.nodes):

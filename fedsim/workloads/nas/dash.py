@@ -332,7 +332,7 @@ class DashWorkload(Workload):
         """``[∇_θ | ∇_α]`` (raw, unprocessed) of the training CE at this step's Gumbel sample."""
         g_theta, g_alpha = self._grads(w, ue, step)
         if g_alpha is None:
-            g_alpha = torch.zeros(self.alpha_dim, dtype=self.dtype)
+            g_alpha = torch.zeros(self.alpha_dim, dtype=self.dtype, device=g_theta.device)
         return torch.cat([g_theta, g_alpha])
 
     def arch_grad(self, g_alpha: torch.Tensor) -> torch.Tensor:
@@ -350,7 +350,7 @@ class DashWorkload(Workload):
         w = w.detach().to(self.dtype).clone()
         theta, alpha = self.split(w)
         mu, clip = self.cfg.arch_momentum, self.cfg.grad_clip
-        mom = state.get(_MOMENTUM_KEY, torch.zeros(self.alpha_dim, dtype=self.dtype)).clone()
+        mom = state.get(_MOMENTUM_KEY, torch.zeros(self.alpha_dim, dtype=self.dtype, device=self.device)).clone()
         for s in range(first_step, first_step + steps):
             g_theta, g_alpha = self._grads(w, ue, s)
             if clip > 0:

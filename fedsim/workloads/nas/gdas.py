@@ -227,7 +227,8 @@ class GdasWorkload(Workload):
         if not self.searching:
             return self._weight_grad(theta, x, y, self._fixed_path)
         path = self.sample_path(alpha, torch_generator(self.seed, "gumbel", step, ue), step)
-        return torch.cat([self._weight_grad(theta, x, y, path), torch.zeros(self.alpha_dim + self.policy_dim)])
+        g = self._weight_grad(theta, x, y, path)
+        return torch.cat([g, torch.zeros(self.alpha_dim + self.policy_dim, device=g.device)])
 
     def learns_alpha_at(self, step: int) -> bool:
         """Whether α takes a step at ``step`` (a learning strategy, past ``arch_warmup``)."""
@@ -245,7 +246,7 @@ class GdasWorkload(Workload):
         w = w.detach().to(self.dtype).clone()
         theta, alpha = self.split(w)
         beta = self.policy_part(w)
-        adam = _AlphaAdam.load(state, self.alpha_dim, self.cfg)
+        adam = _AlphaAdam.load(state, self.alpha_dim, self.cfg, self.device)
         stats = ReinforceStats.load(state)
         for s in range(first_step, first_step + steps):
             gen = torch_generator(self.seed, "gumbel", s, ue)
@@ -390,9 +391,9 @@ class _AlphaAdam:
         self.m, self.v, self.t, self.cfg = m, v, t, cfg
 
     @classmethod
-    def load(cls, state: dict[str, torch.Tensor], dim: int, cfg: GdasConfig) -> _AlphaAdam:
-        m = state.get("gdas.m", torch.zeros(dim)).clone()
-        v = state.get("gdas.v", torch.zeros(dim)).clone()
+    def load(cls, state: dict[str, torch.Tensor], dim: int, cfg: GdasConfig, device: torch.device) -> _AlphaAdam:
+        m = state.get("gdas.m", torch.zeros(dim, device=device)).clone()
+        v = state.get("gdas.v", torch.zeros(dim, device=device)).clone()
         return cls(m, v, int(state["gdas.t"]) if "gdas.t" in state else 0, cfg)
 
     def step(self, a: torch.Tensor, g: torch.Tensor) -> None:

@@ -25,7 +25,7 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator,
     """
     if tau <= 0:
         raise ValueError(f"Gumbel temperature must be > 0, got {tau}")
-    g = gumbel_noise(logits.shape, generator, logits.dtype)
+    g = gumbel_noise(logits.shape, generator, logits.dtype).to(logits.device)  # CPU generator
     h = torch.softmax((torch.log_softmax(logits, dim=-1) + g) / tau, dim=-1)
     index = h.argmax(dim=-1)
     if not hard:

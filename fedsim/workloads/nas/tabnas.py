@@ -334,15 +334,18 @@ class TabNasWorkload(Workload):
         """Round child y ~ π_θ(·|V) (uniform policy for random search), ``[L]`` choice indices, from
         stream ``"controller"`` keyed by the round's first step only (the same on every UE)."""
         g = torch_generator(self.seed, "controller", first_step)
-        return ctl.rejection_sample(theta.detach(), self.space.feasible_idx, g)[0]
+        return ctl.rejection_sample(theta.detach().cpu(), self.space.feasible_idx, g)[0]
 
     def controller_step(self, theta: torch.Tensor, y: torch.Tensor, advantage: float, first_step: int) -> torch.Tensor:
-        """θ after one §3.2 SGD step with advantage Q − Q̄ (MC draws from ``"controller-mc"``, key s_r)."""
+        """θ after one §3.2 SGD step with advantage Q − Q̄ (MC draws from ``"controller-mc"``, key s_r).
+        The controller is tiny and its tables live on CPU: so does this step."""
+        theta = theta.cpu()
         z = ctl.sample(theta, self.cfg.mc_samples, torch_generator(self.seed, "controller-mc", first_step))
         return ctl.reinforce_step(theta, y, advantage, z, self.space.feasible_idx(z), self.cfg.controller_lr)
 
     def feasible_mass(self, theta: torch.Tensor) -> float:
         """P(V) under π_θ: exact by enumeration, else a fixed-seed MC estimate."""
+        theta = theta.cpu()
         if self._all is not None:
             return float(ctl.feasible_mass(theta.detach(), self._all, self._all_ok))
         z = ctl.sample(theta, _DERIVE_SAMPLES, torch_generator(self.seed, "controller-derive"))
@@ -354,7 +357,8 @@ class TabNasWorkload(Workload):
         ``step`` would draw); zero for θ, which learns by REINFORCE only."""
         net, theta = self.split(w.detach().to(_DT))
         hidden = self.fixed or self.hidden_of(self.round_child(theta, step))
-        return torch.cat([self._net_grad(net, ue, step, hidden), torch.zeros(self.dim - self.net_dim, dtype=_DT)])
+        g = self._net_grad(net, ue, step, hidden)
+        return torch.cat([g, torch.zeros(self.dim - self.net_dim, dtype=_DT, device=g.device)])
 
     def local_train(self, w: torch.Tensor, ue: int, first_step: int, steps: int, lr: LrFn,
                     state: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -383,6 +387,7 @@ class TabNasWorkload(Workload):
         if not self.search:
             return self.fixed
         net, theta = self.split(w.detach().to(_DT))
+        theta = theta.cpu()
         if not self.learns:
             return self._best_random(net)
         best = theta.argmax(-1)
@@ -431,7 +436,7 @@ class TabNasWorkload(Workload):
         out["arch_params"] = float(self.space.params_idx(idx)[0])
         out.update({f"arch_layer{i}": float(h) for i, h in enumerate(hidden)})
         if self.search:
-            out.update(feasible_mass=self.feasible_mass(theta), controller_entropy=ctl.entropy(theta))
+            out.update(feasible_mass=self.feasible_mass(theta), controller_entropy=ctl.entropy(theta.cpu()))
         return out
 
     def search_result(self, w: torch.Tensor) -> dict[str, Any]:

@@ -135,7 +135,9 @@ class RandomStrategy(SearchStrategy):
         out = []
         for p in parts:
             i = int(torch.randint(p.numel(), (1,), generator=generator))
-            out.append(torch.zeros_like(p).index_fill_(0, torch.tensor([i]), 1.0))
+            one_hot = torch.zeros_like(p)
+            one_hot[i] = 1.0
+            out.append(one_hot)
         return out
 
 
