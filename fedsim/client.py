@@ -15,7 +15,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsim import batched, faults
+from fedsim import batched, faults, flowerfast
 from fedsim.config import ExperimentConfig
 from fedsim.device import run_device
 from fedsim.physical import compute_times
@@ -36,6 +36,7 @@ from strategies.overlap import OverlapState
 from strategies.server_ota import ue_transmit
 from strategies.serverfree import TRANSMITTED, Arrival, UEState, ue_round
 
+flowerfast.install()
 client_app = ClientApp()
 
 

@@ -18,7 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 from channels import ChannelResult
 from channels.rng import torch_generator
 from fedsim import checkpoint as ck
-from fedsim import faults
+from fedsim import faults, flowerfast
 from fedsim.analytics.online import OnlineAnalytics
 from fedsim.batched import check_batched
 from fedsim.client import resolved_transmit, uses_medium
@@ -34,6 +34,7 @@ from strategies.overlap import delay_in_steps, steps_per_block
 from strategies.server_ota import ServerOTA
 from strategies.serverfree import ServerFreeMedium
 
+flowerfast.install()
 server_app = ServerApp()
 
 NODE_DISCOVERY_TIMEOUT_S = 300.0

@@ -31,7 +31,15 @@ RAW_STYPE = "fedsim.raw"
 def to_array(t: torch.Tensor) -> Array:
     """A Flower ``Array`` holding the tensor's raw bytes."""
     a = t.detach().cpu().contiguous().numpy()
-    return Array(dtype=a.dtype.str, shape=tuple(int(n) for n in a.shape), stype=RAW_STYPE, data=a.tobytes())
+    return raw_array(a.dtype.str, tuple(int(n) for n in a.shape), a.tobytes())
+
+
+def raw_array(dtype: str, shape: tuple[int, ...], data: bytes) -> Array:
+    """``Array(dtype=dtype, shape=shape, stype=RAW_STYPE, data=data)`` built without its generic
+    argument parsing (~4 us of a ~90 us UE-round): the same instance state, a fresh dirty object."""
+    arr = Array.__new__(Array)
+    arr.__dict__.update(_is_dirty=True, dtype=dtype, shape=shape, stype=RAW_STYPE, data=data)
+    return arr
 
 
 def array_to_numpy(a: Array) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,3 +30,14 @@ def test_split_finite_does_not_flag_finite_vectors_whose_sum_overflows() -> None
     big = torch.finfo(torch.float64).max
     finite, bad = split_finite([_reply(0, [big, big]), _reply(1, [1.0, math.inf]), _reply(2, [math.inf, -math.inf])])
     assert [r.ue for r in finite] == [0] and [r.ue for r in bad] == [1, 2]
+
+
+def test_raw_array_is_the_array_flower_builds() -> None:
+    from flwr.app import Array
+
+    from strategies.common import RAW_STYPE, raw_array
+
+    data = np.arange(6, dtype="<f8").tobytes()
+    fast = raw_array("<f8", (2, 3), data)
+    slow = Array(dtype="<f8", shape=(2, 3), stype=RAW_STYPE, data=data)
+    assert type(fast) is Array and fast.__dict__ == slow.__dict__ and fast.object_id == slow.object_id
