@@ -29,6 +29,7 @@ def run_experiment(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | N
     ``resume``: an existing run directory of ``cfg`` (checked by :func:`prepare_resume`); the run
     continues from its last checkpoint in that directory."""
     from fedsim.client import client_app
+    from fedsim.device import run_device
     from fedsim.engines import check_ray_address, run_inline, run_ray
     from fedsim.server import preflight, server_app
 
@@ -53,6 +54,7 @@ def run_experiment(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | N
         "rounds": previous_rows[-1]["round"] if previous_rows else 0,
         "seed": cfg.seed,
         "engine": cfg.engine.name,
+        "device": str(run_device(cfg)),
         "started_at": summary.get("started_at", datetime.now(UTC).isoformat()),
         "versions": versions(),
         "git": git_hash(),

@@ -158,6 +158,10 @@ def test_device_values_are_validated(tmp_path) -> None:
             run_experiment(cfg, quiet=True)
         assert not any(tmp_path.iterdir())  # refused before anything was written
         assert fedsim.device.resolve_device("auto") == torch.device("cpu")
+    cfg = load_experiment(None, ["engine.device='auto'", "engine.name='inline'", "rounds=1", "sweep={}",
+                                 "output.plot=false", f"output.dir={str(tmp_path / 'auto')!r}"])
+    summary = json.loads((run_experiment(cfg, quiet=True) / "summary.json").read_text())
+    assert summary["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_ray_gpu_share() -> None:
