@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fedsim.device import DEVICE_PATTERN
 from fedsim.errors import ConfigError
 from fedsim.workloads import WORKLOAD_NAMES, WorkloadConfig
 
@@ -149,15 +151,21 @@ class EngineConfig(Section):
     num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs for a local Ray")
     cpus_per_ue: float = Field(1.0, gt=0, le=64)
     object_store_mb: int = Field(512, ge=80, le=65536)
-    device: str = Field(
-        "cpu", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
-        description="where tensors live: 'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available)")
+    device: str = Field("cpu", description="where tensors live: 'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when "
+                                           "this process sees a GPU)")
     gpus_per_ue: float | None = Field(
         None, ge=0, le=64, description="GPU share of one Ray UE actor, or of one sweep variant task (fractions "
                                        "allowed, e.g. 0.25); default 0 on CPU, an even share of the GPUs on CUDA")
     batched: bool = Field(
         False, description="inline engine, server-based strategies: train a round's UEs together through the "
                            "workload's vectorised gradient (equal to the per-UE path to float tolerance)")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.match(DEVICE_PATTERN, value):
+            raise ValueError("expected 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'auto'")
+        return value
 
 
 class OutputConfig(Section):
