@@ -12,7 +12,7 @@ four ways, per UE-round (best of ``--repeat``, warm rounds only, one torch threa
 - ``fedsim batched``: the same run with ``engine.batched = true``.
 
 The plain and batched loops must end at the same model to floating-point tolerance (checked),
-and so must the two fedsim runs.
+and so must the two fedsim runs. ``--device cuda`` runs all four on a GPU (``engine.device``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from bench_inline_overhead import fedsim_inline as fedsim_run  # benchmarks/ is 
 from bench_inline_overhead import per_ue_round_ms
 
 from fedsim.config import ExperimentConfig, validate
+from fedsim.device import run_device
 from fedsim.schedule import make_lr
 from fedsim.workloads import build_workload
 
@@ -36,23 +37,24 @@ CASES = {
 }
 
 
-def config(workload: dict, ues: int, rounds: int, steps: int, batched: bool) -> ExperimentConfig:
+def config(workload: dict, ues: int, rounds: int, steps: int, batched: bool, device: str = "cpu") -> ExperimentConfig:
     return validate({
         "name": "bench-batched", "rounds": rounds, "seed": 0, "eval_every": rounds,
         "checkpoint": {"every": 0}, "workload": {**workload, "num_ues": ues},
         "train": {"local_steps": steps, "lr": {"eta": 0.05}}, "strategy": {"name": "server-digital"},
-        "engine": {"name": "inline", "batched": batched},
+        "engine": {"name": "inline", "batched": batched, "device": device},
         "output": {"dir": tempfile.mkdtemp(prefix="fsb"), "plot": False},
     })
 
 
 def loop(cfg: ExperimentConfig, batched: bool) -> tuple[list[float], torch.Tensor]:
     """FedAvg rounds on the workload's own methods; round-end times and the final model."""
-    wl = build_workload(cfg.workload, cfg.seed)
+    device = run_device(cfg)
+    wl = build_workload(cfg.workload, cfg.seed, device)
     K, n = cfg.train.local_steps, wl.num_ues
     lr = make_lr(cfg.train.lr, cfg.rounds * K)
     q = wl.ue_weights().to(wl.dtype)
-    w = wl.init_params()
+    w = wl.init_params().to(device)
     ues = list(range(n))
     times = [time.perf_counter()]
     for r in range(1, cfg.rounds + 1):
@@ -61,9 +63,11 @@ def loop(cfg: ExperimentConfig, batched: bool) -> tuple[list[float], torch.Tenso
             models = wl.local_sgd_many(w.expand(n, -1), ues, first, K, lr)
         else:
             models = torch.stack([wl.local_sgd(w, ue, first, K, lr) for ue in ues])
-        w = q @ models
+        w = q.to(device) @ models
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # kernels run asynchronously: time the finished round
         times.append(time.perf_counter())
-    return times, w
+    return times, w.cpu()
 
 
 def main() -> None:
@@ -74,15 +78,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="local SGD steps K per round")
     ap.add_argument("--warmup", type=int, default=2, help="rounds left out of the timing")
     ap.add_argument("--repeat", type=int, default=2, help="best of this many runs per arm")
+    ap.add_argument("--device", default="cpu", help="engine.device for all four arms: cpu, cuda, cuda:N, auto")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"N = {args.ues} UEs, K = {args.steps} local steps of batch 16, {args.rounds} rounds, server-digital, "
-          f"1 thread; ms per UE-round, best of {args.repeat}")
+          f"1 thread, device {args.device}; ms per UE-round, best of {args.repeat}")
     print(f"{'workload':18s} {'plain loop':>10s} {'batched':>9s} {'ratio':>6s} {'fedsim':>8s} "
           f"{'fedsim batched':>14s} {'ratio':>6s}")
     for name in args.workloads:
-        cfgs = {b: config(CASES[name], args.ues, args.rounds, args.steps, b) for b in (False, True)}
-        build_workload(cfgs[False].workload, 0)  # data built once, outside the timing
+        cfgs = {b: config(CASES[name], args.ues, args.rounds, args.steps, b, args.device) for b in (False, True)}
+        build_workload(cfgs[False].workload, 0, run_device(cfgs[False]))  # data built once, outside the timing
         best = dict.fromkeys(("plain", "batched", "fedsim", "fedsim_batched"), float("inf"))
         for _ in range(args.repeat):
             t_p, w_p = loop(cfgs[False], batched=False)
