@@ -1,8 +1,10 @@
 """Where a run's tensors live: ``engine.device`` = ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"``
 or ``"auto"`` (CUDA when this process sees a GPU, else CPU).
 
-The device is resolved once, in the process that starts the run, and the resolved name travels
-to every UE inside the run's messages, so the ServerApp and all UE actors agree. Random draws
+Every process resolves the device from the same ``engine.device`` (it travels to every UE in the
+run's config): the ServerApp's process, each Ray UE actor and each sweep task. On CUDA, Ray gives
+the actors and tasks a GPU share (``fedsim.engines.gpus_per_ue``) so that they all resolve it to
+the GPU the driver sees. Random draws
 stay on CPU generators keyed as always (``channels.rng``) and are moved to the device, so a
 GPU run sees exactly the random numbers a CPU run sees; results agree to floating-point
 tolerance (kernels sum in another order), not bit for bit.

@@ -89,7 +89,8 @@ class Workload(ABC):
 
     @abstractmethod
     def init_params(self) -> torch.Tensor:
-        """The common initial model ``w0``, shape ``[d]``, from stream ``"init"``."""
+        """The common initial model ``w0``, shape ``[d]``, from stream ``"init"``. It may be on
+        CPU (where the generator draws) rather than on ``self.device``: callers move it."""
 
     @abstractmethod
     def num_examples(self, ue: int) -> int:
