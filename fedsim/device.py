@@ -3,11 +3,10 @@ or ``"auto"`` (CUDA when this process sees a GPU, else CPU).
 
 Every process resolves the device from the same ``engine.device`` (it travels to every UE in the
 run's config): the ServerApp's process, each Ray UE actor and each sweep task. On CUDA, Ray gives
-the actors and tasks a GPU share (``fedsim.engines.gpus_per_ue``) so that they all resolve it to
-the GPU the driver sees. Random draws
-stay on CPU generators keyed as always (``channels.rng``) and are moved to the device, so a
-GPU run sees exactly the random numbers a CPU run sees; results agree to floating-point
-tolerance (kernels sum in another order), not bit for bit.
+the actors and tasks a GPU share (``fedsim.engines.gpus_per_ue``): without one, Ray hides every
+GPU from them. Random draws stay on CPU generators keyed as always (``channels.rng``) and are
+moved to the device, so a GPU run sees exactly the random numbers a CPU run sees; results agree
+to floating-point tolerance (kernels sum in another order), not bit for bit.
 """
 
 from __future__ import annotations
