@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from fedsim.workloads import MnistAugsearchConfig, build_workload
+from fedsim.workloads import build_workload
+from fedsim.workloads.augsearch import MnistAugsearchConfig
 
 ARMS = {
     "plain": {"augment": {"policy": "none"}},

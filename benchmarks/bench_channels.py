@@ -62,8 +62,8 @@ def main() -> None:
     if not args.skip_d2d:
         N, d = 1000, 10**5
         v = torch.randn(N, d, generator=g)
-        ch = Channel(ChannelConfig(receiver="d2d", fading="rayleigh", power_control="phase",
-                                   interference="sas", alpha=alpha, scale=0.1))
+        ch = Channel(ChannelConfig(fading="rayleigh", power_control="phase",
+                                   interference={"name": "sas", "alpha": alpha}, scale=0.1), "d2d")
         ch.transmit(v[:, :100].contiguous(), seed=0, round=0)  # warm-up
         t0 = time.perf_counter()
         res = ch.transmit(v, seed=0, round=1)

@@ -26,9 +26,9 @@ from typing import Any
 import torch
 
 from fedsim.config import ExperimentConfig, validate
-from fedsim.recorder import Recorder
+from fedsim.run.recorder import Recorder
+from fedsim.run.schedule import make_lr
 from fedsim.runner import run_experiment
-from fedsim.schedule import make_lr
 from fedsim.workloads import build_workload
 
 

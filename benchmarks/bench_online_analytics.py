@@ -18,10 +18,10 @@ import json
 import tempfile
 import time
 
-import fedsim.server as server
+import fedsim.run.hooks as hooks
 from fedsim.analytics.online import OnlineAnalytics
 from fedsim.config import validate
-from fedsim.rundir import load_run
+from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
 
 
@@ -36,19 +36,19 @@ def _cfg(strategy: str, rounds: int, out: str):
         "workload": {"name": "synthetic-logreg", "num_ues": 20, "batch_size": 0},
         "train": {"local_steps": 1, "lr": {"schedule": "constant", "eta": 0.3}},
         "strategy": {"name": strategy},
-        "channel": {"interference": "sas", "alpha": 1.5, "scale": 0.5},
+        "channel": {"interference": {"name": "sas", "alpha": 1.5}, "scale": 0.5},
         "engine": {"name": "inline"}, "output": {"dir": out, "plot": False},
     })
 
 
 def _run(strategy: str, rounds: int, out: str, stub: bool) -> tuple[float, float]:
-    server.OnlineAnalytics = _NoAnalytics if stub else OnlineAnalytics
+    hooks.OnlineAnalytics = _NoAnalytics if stub else OnlineAnalytics
     try:
         t0 = time.perf_counter()
         run = load_run(run_experiment(_cfg(strategy, rounds, out), quiet=True, plot=False))
         wall = time.perf_counter() - t0
     finally:
-        server.OnlineAnalytics = OnlineAnalytics
+        hooks.OnlineAnalytics = OnlineAnalytics
     return wall, float(run.summary.get("analytics_s", 0.0))
 
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for flower_apps when run as a script
 
-from fedsim import _env  # noqa: F401,E402  (before flwr / ray are imported)
 from fedsim.config import EngineConfig, validate  # noqa: E402
-from fedsim.recorder import Recorder  # noqa: E402
+from fedsim.engines import env  # noqa: F401,E402  (before flwr / ray are imported)
+from fedsim.run.recorder import Recorder  # noqa: E402
 
 
 def fedsim_rounds(ues: int, rounds: int, steps: int, lr: float, cpus: int) -> list[float]:
@@ -65,7 +65,7 @@ def flower_rounds(ues: int, rounds: int, steps: int, lr: float, cpus: int, poll:
     import flower_apps
     from flwr.simulation import run_simulation
 
-    from fedsim.engines import ray_backend_config
+    from fedsim.engines.ray import ray_backend_config
 
     flower_apps.SETTINGS.update(num_ues=ues, rounds=rounds, steps=steps, lr=lr, seed=0, pull_interval=poll)
     flower_apps.ROUND_TIMES.clear()

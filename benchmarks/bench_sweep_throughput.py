@@ -31,7 +31,7 @@ def sweep_data(variants: int, ues: int, rounds: int, workers: int, out: str) -> 
         "workload": {"name": "synthetic-logreg", "num_ues": ues, "batch_size": 0},
         "train": {"lr": {"eta": 0.3}},
         "strategy": {"name": "server-ota"},
-        "channel": {"interference": "sas", "alpha": 1.5, "gsnr_db": 10.0},
+        "channel": {"interference": {"name": "sas", "alpha": 1.5}, "gsnr_db": 10.0},
         "engine": {"name": "ray", "num_cpus": workers},
         "output": {"dir": out, "plot": False},
         "sweep": {"seed": list(range(variants))},

@@ -22,7 +22,8 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from fedsim.workloads import SyntheticLogregConfig, build_workload
+from fedsim.workloads import build_workload
+from fedsim.workloads.synthetic import SyntheticLogregConfig
 
 #: Set by the driver before ``run_simulation``: num_ues, rounds, steps, lr, seed, pull_interval.
 SETTINGS: dict[str, Any] = {}

@@ -121,24 +121,6 @@ def rician_mean_abs(k: float) -> float:
     )
 
 
-def dropout_probability(h_th: float, fading: str = "rayleigh", rician_k: float = 0.0) -> float:
-    """``P(|h| < h_th)``: the truncated-inversion drop-out probability (perfect CSI).
-
-    Rayleigh: ``1 − exp(−h_th²)``; Rician: Rice CDF (Marcum Q); ``"none"``: 1 if h_th > 1 else 0.
-    """
-    if fading == "none":
-        return 1.0 if h_th > 1.0 else 0.0
-    if fading == "rayleigh" or (fading == "rician" and rician_k == 0.0):
-        return 1.0 - math.exp(-float(h_th) ** 2)
-    if fading == "rician":
-        from scipy.stats import rice
-
-        sigma = math.sqrt(1.0 / (2.0 * (rician_k + 1.0)))
-        nu = math.sqrt(rician_k / (rician_k + 1.0))
-        return float(rice.cdf(h_th / sigma, nu / sigma))
-    raise ValueError(f"unknown fading {fading!r}")
-
-
 # ----------------------------------------------------------------------------- estimators
 def hill_estimator(x, k_frac: float = 0.005) -> float:
     """Hill estimate of the tail index of ``|x|`` from its top ``k = ⌈k_frac·n⌉`` values.

@@ -1,5 +1,8 @@
 """The ``fedsim`` command line. Every user error exits with code 2 and a message that says
-what to change; nothing is written before the experiment validates."""
+what to change; nothing is written before the experiment validates.
+
+The commands import the run machinery (torch, Flower) when they run, not at import, so that
+``fedsim --help`` and ``fedsim list`` answer at once."""
 
 from __future__ import annotations
 
@@ -11,12 +14,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fedsim.cli_report import report
 from fedsim.errors import FedsimError, RunInterrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Simulate federated learning at the wireless edge (Flower on Ray).")
 err = Console(stderr=True)
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
 
 def _fail(exc: FedsimError) -> None:
@@ -30,7 +33,8 @@ def _fail(exc: FedsimError) -> None:
 @app.command()
 def run(
     experiment: Annotated[
-        Path | None, typer.Argument(help="experiment TOML file; omit for the quickstart")
+        Path | None, typer.Argument(help="experiment TOML file, or the name of a shipped experiment (see "
+                                         "`fedsim list`); omit for the quickstart")
     ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override KEY.PATH=VALUE (repeatable)")
@@ -50,16 +54,17 @@ def run(
 ) -> None:
     """Run an experiment and write its run directory.
 
-    An experiment with a non-empty `[sweep]` table runs every variant of the grid, one after
-    another, in one sweep folder (index.json, a run directory per variant, figures/).
+    An experiment with a non-empty `[sweep]` table runs every variant of the grid in one sweep
+    folder (index.json, a run directory per variant, figures/): in parallel as Ray tasks with
+    the `ray` engine (the default), one after another with `--engine inline`.
 
     Examples:
 
-        fedsim run                                   # the embedded quickstart
-        fedsim run experiments/quickstart.toml --set rounds=20 --set workload.num_ues=10
-        fedsim run experiments/quickstart.toml --engine inline
-        fedsim run experiments/quickstart.toml --ray-address 127.0.0.1:6379
-        fedsim run experiments/quickstart.toml --set 'sweep.seed=[0, 1, 2]'
+        fedsim run                                   # the shipped quickstart
+        fedsim run quickstart --set rounds=20 --set workload.num_ues=10
+        fedsim run my-experiment.toml --engine inline
+        fedsim run heavy_tail --ray-address 127.0.0.1:6379
+        fedsim run quickstart --set 'sweep.seed=[0, 1, 2]'
         fedsim run --resume runs/quickstart-20250101T000000Z   # after a crash or kill
     """
     from fedsim.config import QUICKSTART, load_experiment, read_toml
@@ -94,7 +99,8 @@ def run(
 
 
 def _resume(run_dir: Path, experiment: Path | None, overrides: list[str], quiet: bool) -> None:
-    from fedsim.runner import resume_config, run_experiment
+    from fedsim.run.resume import resume_config
+    from fedsim.runner import run_experiment
 
     try:
         cfg = resume_config(run_dir, experiment, overrides)
@@ -117,7 +123,7 @@ def _report(run_dir: Path) -> None:
     )
     found = summary.get("search")
     if found:
-        from fedsim.retrain import architecture_text
+        from fedsim.results.architecture import architecture_text
 
         res, re = found.get("resources", {}), found.get("retrain", {})
         typer.echo(f"found architecture: {architecture_text(found.get('architecture'))}")
@@ -193,11 +199,18 @@ def plot(
 
 @app.command("list")
 def list_experiments() -> None:
-    """List the experiment files shipped in experiments/."""
+    """List the experiments shipped with fedsim, and the folder they live in.
+
+    Run one by name (`fedsim run heavy_tail`); copy its file to change it.
+    """
+    from fedsim.config import EXPERIMENTS_DIR
+
     files = sorted(EXPERIMENTS_DIR.glob("*.toml"))
     if not files:
         typer.echo(f"no experiments found in {EXPERIMENTS_DIR}")
         return
+    typer.echo(f"shipped experiments (run one with `fedsim run NAME`; copy its file from {EXPERIMENTS_DIR} "
+               "to change it):")
     for f in files:
         desc = ""
         for line in f.read_text(encoding="utf-8").splitlines():
@@ -208,15 +221,10 @@ def list_experiments() -> None:
             name = tomllib.loads(f.read_text(encoding="utf-8")).get("name", f.stem)
         except tomllib.TOMLDecodeError:
             name = f.stem
-        typer.echo(f"{str(f.relative_to(EXPERIMENTS_DIR.parent)):<40} {name:<24} {desc}")
+        typer.echo(f"  {f.stem:<24} {name:<24} {desc}")
 
 
-try:  # the report command lives in its own module (issue: reports)
-    from fedsim.cli_report import report
-except ImportError:  # pragma: no cover - a checkout without it
-    report = None
-if report is not None:
-    app.command()(report)
+app.command()(report)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ filesystem). Results arrive in completion order; the caller gets each one as it 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -25,10 +26,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fedsim import _env  # noqa: F401  (sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER etc. before ray is imported)
+import torch
+
+import channels
+import fedsim
+import strategies
 from fedsim.config import EngineConfig, ExperimentConfig
-from fedsim.engines import remove_when_released
-from fedsim.rundir import PROJECT_ROOT, atomic_write_bytes, unique_dir
+from fedsim.engines import env  # noqa: F401  (sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER etc. before ray is imported)
+from fedsim.engines.ray import gpus_per_ue, remove_when_released
+from fedsim.results.rundir import PROJECT_ROOT, atomic_write_bytes, unique_dir
+from fedsim.runner import run_experiment
 
 #: Files and folders of a run directory, relative path -> bytes.
 Files = dict[str, bytes]
@@ -47,10 +54,6 @@ def run_variant_files(cfg_json: str) -> dict[str, Any]:
     "wall_s": float, "cpu_s": float}`` (the task's wall and CPU seconds). Never raises for a
     failing variant: the failure is data.
     """
-    import torch
-
-    from fedsim.runner import run_experiment
-
     # One thread: a variant's numbers must not depend on how many tasks share the node.
     torch.set_num_threads(1)
     started, cpu0 = time.monotonic(), time.process_time()
@@ -81,8 +84,6 @@ def pack_run_dir(run_dir: Path) -> Files:
 
 
 def _status_of(files: Files) -> str:
-    import json
-
     try:
         return str(json.loads(files["summary.json"])["status"])
     except (KeyError, ValueError):
@@ -121,10 +122,6 @@ def ray_init_args(engine: EngineConfig, temp_dir: str | None) -> dict[str, Any]:
     if address:
         args["address"] = address
         # Other nodes may not have this checkout: ship the three packages with the job.
-        import channels
-        import fedsim
-        import strategies
-
         args["runtime_env"] = {"py_modules": [fedsim, strategies, channels],
                                "env_vars": {"OMP_NUM_THREADS": "1"}}
     else:
@@ -167,8 +164,6 @@ def run_parallel(jobs: list[tuple[int, ExperimentConfig]], engine: EngineConfig,
     """
     if not jobs:
         return
-    from fedsim.engines import gpus_per_ue
-
     # A CUDA sweep's tasks need a GPU share: Ray hides the GPUs from tasks that ask for none.
     gpus = gpus_per_ue(engine.model_copy(update={"cpus_per_ue": 1.0}))
     with ray_session(engine) as ray:

@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fedsim.errors import FedsimError  # noqa: E402
-from fedsim.rundir import RunData, load_run  # noqa: E402
+from fedsim.results.rundir import RunData, load_run  # noqa: E402
+from fedsim.results.sweepdir import expand_run_dirs  # noqa: E402
 
 DEFAULT_METRICS = ("loss", "accuracy", "gap")
 LOG_METRICS = {"gap", "dist", "consensus", "err_p", "noise_scale"}
@@ -85,8 +86,6 @@ def plot_runs(run_dirs: Sequence[str | Path], *, metrics: Sequence[str] | None =
 
     A sweep folder (see fedsim.sweep) stands for all of its variants' run directories.
     """
-    from fedsim.sweep import expand_run_dirs  # lazy: sweep imports the runner
-
     if x not in ("round", "sim_time"):
         raise FedsimError(f"--x must be 'round' or 'sim_time', got {x!r}")
     runs = [load_run(p) for p in expand_run_dirs(list(run_dirs))]

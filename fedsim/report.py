@@ -29,13 +29,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from channels import ChannelConfig  # noqa: E402
 from fedsim.analytics.errors import AnalyticsError  # noqa: E402
 from fedsim.analytics.fits import rounds_to_target, seed_bands, seed_slopes, time_to_target  # noqa: E402
 from fedsim.analytics.runtime import pipelined_speedup, time_to_accuracy_speedup  # noqa: E402
 from fedsim.errors import FedsimError  # noqa: E402
 from fedsim.plots import flatten  # noqa: E402
-from fedsim.retrain import architecture_text  # noqa: E402
-from fedsim.rundir import RunData, atomic_write_text, load_run  # noqa: E402
+from fedsim.results.architecture import architecture_text  # noqa: E402
+from fedsim.results.rundir import RunData, atomic_write_text, load_run  # noqa: E402
+from fedsim.results.sweepdir import expand_run_dirs  # noqa: E402
 
 #: Config keys that never define a group (bookkeeping, or the replicate index).
 _IGNORED = {"name", "seed", "output.dir", "output.plot", "engine.name", "engine.ray_address",
@@ -74,8 +76,11 @@ class Group:
     @property
     def alpha(self) -> float | None:
         """Effective tail index: 2 for Gaussian interference, None without interference."""
-        kind = self.flat.get("channel.interference", "none")
-        return {"sas": float(self.flat.get("channel.alpha", 2.0)), "gaussian": 2.0}.get(kind)
+        try:
+            channel = ChannelConfig.model_validate(self.runs[0].config.get("channel", {}))
+        except ValueError:  # a run directory written by another version
+            return None
+        return None if channel.interference.name == "none" else channel.alpha
 
     @property
     def level(self) -> float | None:
@@ -91,8 +96,6 @@ class Group:
 def load_groups(paths: Sequence[str | Path]) -> tuple[list[Group], list[str]]:
     """Load runs (sweep folders expand to their variants) and group them; returns the groups
     and the config keys that differ between them."""
-    from fedsim.sweep import expand_run_dirs  # lazy: sweep imports the runner
-
     if not paths:
         raise FedsimError("give at least one run directory or sweep folder")
     for p in paths:

@@ -20,7 +20,9 @@ from typing import Any
 import torch
 
 from fedsim.config import ExperimentConfig, to_toml_dict, validate
-from fedsim.rundir import atomic_write_text
+from fedsim.results.rundir import atomic_write_text
+from fedsim.run.execute import RunResult, execute
+from strategies import HeldModels
 
 
 def is_search(cfg: ExperimentConfig, workload: Any) -> bool:
@@ -28,14 +30,12 @@ def is_search(cfg: ExperimentConfig, workload: Any) -> bool:
     return hasattr(workload, "search_result") and getattr(cfg.workload, "arch", None) is None
 
 
-def final_model(workload: Any, result: dict[str, Any]) -> torch.Tensor:
-    """The run's final model: the global model, or server-free the q-weighted virtual average."""
-    if result.get("final_model") is not None:
-        return result["final_model"]
-    models: dict[int, torch.Tensor] = result["final_models"]
-    ues = sorted(models)
-    q = workload.ue_weights()[ues].to(torch.float64)
-    W = torch.stack([models[u] for u in ues])
+def final_model(workload: Any, final: HeldModels) -> torch.Tensor:
+    """The run's final model: the global model, or for UE-held models their q-weighted average."""
+    if final.holders is None:
+        return final.models[0].cpu()
+    W = final.models.cpu()
+    q = workload.ue_weights()[final.holders].to(torch.float64)
     return (q / q.sum()).to(W.dtype) @ W
 
 
@@ -51,15 +51,11 @@ def retrain_experiment(cfg: ExperimentConfig, workload: Any, arch: dict[str, Any
     return validate(data, f"{run_dir}/config.toml (retraining)")
 
 
-def finish_search(cfg: ExperimentConfig, run_dir: Path, result: dict[str, Any], *,
-                  quiet: bool) -> dict[str, Any]:
-    """Derive, record and retrain; returns the ``search`` section of the summary. Exceptions of
-    the retraining run are re-raised after its status is recorded in the returned dict's caller."""
-    from fedsim.runner import run_experiment
-    from fedsim.workloads import build_workload
-
-    workload = build_workload(cfg.workload, cfg.seed)
-    found = workload.search_result(final_model(workload, result))
+def finish_search(run: RunResult, *, quiet: bool) -> dict[str, Any]:
+    """Derive, record and retrain; returns the ``search`` section of the summary. A failed
+    retraining raises :class:`RetrainFailed` carrying what was found."""
+    cfg, run_dir, workload = run.experiment.config, run.run_dir, run.experiment.cpu_workload
+    found = workload.search_result(final_model(workload, run.final))
     _write(run_dir, found)
     rounds = cfg.workload.retrain_rounds
     rounds = cfg.rounds if rounds is None else int(rounds)
@@ -70,11 +66,17 @@ def finish_search(cfg: ExperimentConfig, run_dir: Path, result: dict[str, Any], 
         print(f"retraining the found architecture from scratch for {rounds} rounds", flush=True)
     found["retrain"] = {"rounds": rounds, "status": "running"}
     try:
-        retrain_dir = run_experiment(retrain_cfg, quiet=quiet)
-    except BaseException as exc:
-        found["retrain"].update(status="failed", error=str(exc) or type(exc).__name__)
+        retrained = execute(retrain_cfg, quiet=quiet)
+    except BaseException as exc:  # the retraining's preflight
+        retrained = None
+        error: BaseException | None = exc
+    else:
+        error = retrained.error
+    if error is not None:
+        found["retrain"].update(status="failed", error=str(error) or type(error).__name__)
         _write(run_dir, found)
-        raise RetrainFailed(found, exc) from exc
+        raise RetrainFailed(found, error) from error
+    retrain_dir = retrained.run_dir
     summary = json.loads((retrain_dir / "summary.json").read_text(encoding="utf-8"))
     final = summary.get("final", {})
     found["retrain"] = {
@@ -98,12 +100,3 @@ class RetrainFailed(Exception):
     def __init__(self, found: dict[str, Any], cause: BaseException) -> None:
         super().__init__(str(cause))
         self.found, self.cause = found, cause
-
-
-def architecture_text(architecture: Any) -> str:
-    """One line for a found architecture: its JSON, or for a DAAS pair the genotype's JSON and
-    the policy's most likely sub-policy (the full logits stay in ``architecture.json``)."""
-    if isinstance(architecture, dict) and set(architecture) == {"genotype", "policy"}:
-        top = (architecture["policy"] or {}).get("top") or ["?"]
-        return f"{json.dumps(architecture['genotype'], separators=(',', ':'))} + policy {top[0]}"
-    return json.dumps(architecture, separators=(",", ":"))

@@ -21,6 +21,7 @@ CONFIG = "config"
 METRICS = "metrics"
 PARTITION_ID = "partition-id"
 NUM_EXAMPLES = "num-examples"
+TRANSMITTED = "transmitted"  # reply metric: 1.0 when the reply's first vector is a transmission
 
 
 #: Array serialisation type for raw contiguous bytes: Flower's default (``numpy.ndarray``) writes
@@ -103,6 +104,11 @@ def split_replies(replies: Iterable[Message], ue_of_node: dict[int, int]) -> tup
     return good, bad
 
 
+def transmissions(replies: list[Reply]) -> list[Reply]:
+    """The replies whose first vector is a transmission (a UE may reply without transmitting)."""
+    return [r for r in replies if r.metrics.get(TRANSMITTED) == 1.0]
+
+
 def split_finite(replies: list[Reply], *, first_only: bool = False) -> tuple[list[Reply], list[Reply]]:
     """``(finite, non_finite)``: replies whose vectors (or only the first) hold no inf/NaN.
     One ``isfinite`` over all vectors stacked when they share shape and dtype (the usual case)."""
@@ -136,9 +142,3 @@ def sample_ues(seed: int, round: int, num_ues: int, fraction: float) -> list[int
 
 def round_half_up(x: float) -> int:
     return int(np.floor(x + 0.5))
-
-
-def weighted_average(vectors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum_n q_n v_n / sum_n q_n over rows of ``vectors`` ``[M, d]`` with weights ``[M]``."""
-    q = (weights / weights.sum()).to(vectors.dtype)
-    return q @ vectors

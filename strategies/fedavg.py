@@ -1,89 +1,123 @@
-"""(a) Digital FedAvg, error-free (FedSGD when K = 1). Reference: ota-fl-model.md §3(a).
+"""Digital FedAvg (``server-digital``), error-free; FedSGD when K = 1.
 
-Server side: a subclass of Flower's ``FedAvg`` that samples UEs with a seeded generator and
-averages the returned models in partition-id order with weights q_n (renormalised over the UEs
-that replied). UE side: ``local_sgd``, K plain SGD steps from the broadcast model.
+The server holds the global model. Each round it samples UEs with a seeded generator, they run
+K local steps from the broadcast model and transmit a model, an update or a gradient; the server
+aggregates through its receiver (exact weighted averaging for the digital receiver, weights q_n
+renormalised over the UEs that replied) and applies the estimate. ``server-ota``
+(:mod:`strategies.server_ota`) is the same algorithm through an analog receiver. With
+``overlap.enabled`` the UEs keep their own models and the exchange runs on the medium of
+:mod:`strategies.medium` instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
+from strategies.base import (
+    Exchange,
+    HeldModels,
+    RoundResult,
+    ServerSetup,
+    ServerSide,
+    Strategy,
+    UEContext,
+    UEOutput,
+)
 from strategies.common import (
     ARRAYS,
     CONFIG,
     Failure,
-    Reply,
     sample_ues,
     split_finite,
     split_replies,
     to_record,
-    weighted_average,
+    transmissions,
 )
-
-GradFn = Callable[[torch.Tensor, int], torch.Tensor]  # (w, global step) -> g
-LrFn = Callable[[int], float]
-
-
-def local_sgd(w: torch.Tensor, grad: GradFn, first_step: int, steps: int, lr: LrFn) -> torch.Tensor:
-    """UE rule: w <- w - eta_s g(w, s) for s = first_step .. first_step + steps - 1. Returns a copy."""
-    w = w.clone()
-    for s in range(first_step, first_step + steps):
-        w.sub_(grad(w, s), alpha=lr(s))
-    return w
+from strategies.medium import Medium, medium_ue_round
+from strategies.updates import TRANSMITS, apply_estimate, noise_factor_of, stack_rows, transmit_scaled, ue_transmit
 
 
-class DigitalFedAvg(FedAvg):
-    """Error-free FedAvg over flat model vectors.
+class GlobalModelServer(FedAvg):
+    """A server holding the global model, aggregating through ``setup.channel``'s receiver.
 
-    Args:
-        weights: q_n for every UE, ``[N]``.
-        node_of_ue: partition id -> Flower node id.
-        seed: experiment seed (drives the UE sampling stream).
-        fraction: share of UEs sampled per round (1.0 = full participation).
-    """
+    Each round it samples ``max(1, round(fraction·N))`` UEs (stream "sampling"), sends them the
+    model, and applies the channel's estimate of Σ q_n v_n over the UEs whose transmission is
+    finite; if every UE drops out the model stays."""
 
-    def __init__(self, *, weights: torch.Tensor, node_of_ue: dict[int, int], seed: int, fraction: float = 1.0):
-        n = len(node_of_ue)
-        super().__init__(fraction_train=fraction, fraction_evaluate=1.0, min_train_nodes=1,
-                         min_available_nodes=n)
-        self.weights = weights.to(torch.float64)
-        self.node_of_ue = dict(node_of_ue)
-        self.ue_of_node = {v: k for k, v in node_of_ue.items()}
-        self.seed = seed
-        self.last_failures: list[Failure] = []
-        self.last_participants: list[int] = []
+    lag = 0
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        ues = sample_ues(self.seed, server_round, len(self.node_of_ue), self.fraction_train)
+    def __init__(self, setup: ServerSetup, *, transmit: str, fraction: float) -> None:
+        n = len(setup.node_of_ue)
+        super().__init__(fraction_train=fraction, fraction_evaluate=1.0, min_train_nodes=1, min_available_nodes=n)
+        if transmit not in TRANSMITS:
+            raise ValueError(f"transmit must be one of {TRANSMITS}, got {transmit!r}")
+        self.setup, self.transmit = setup, transmit
+        self.weights = setup.weights.to(torch.float64)
+        self.ue_of_node = {v: k for k, v in setup.node_of_ue.items()}
+        self.model = setup.init.to(setup.device)
+
+    def initial_models(self) -> HeldModels:
+        return HeldModels(self.model.unsqueeze(0))
+
+    def configure(self, server_round: int, config: ConfigRecord, *, report: bool, flush: bool) -> Exchange:
+        s = self.setup
+        ues = sample_ues(s.seed, server_round, len(s.node_of_ue), self.fraction_train)
         config["server-round"] = server_round
-        record = RecordDict({ARRAYS: arrays, CONFIG: config})
-        return [Message(record, self.node_of_ue[u], MessageType.TRAIN) for u in ues]
+        record = RecordDict({ARRAYS: to_record(self.model), CONFIG: config})
+        return Exchange([Message(record, s.node_of_ue[u], MessageType.TRAIN) for u in ues], set(ues))
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate(self, server_round: int, replies: Iterable[Message]) -> RoundResult:
+        s = self.setup
         good, bad = split_replies(replies, self.ue_of_node)
-        good, non_finite = split_finite(good)
-        bad += [Failure(r.ue, self.node_of_ue[r.ue], "non-finite model") for r in non_finite]
-        self.last_failures = bad
-        self.last_participants = [r.ue for r in good]
-        if not good:
-            return None, None
-        models = torch.stack([r.vectors[0] for r in good])
-        q = self.weights[[r.ue for r in good]]
-        new = weighted_average(models.to(torch.float64), q).to(models.dtype)
-        return to_record(new), _mean_metrics(good, q)
+        tx, non_finite = split_finite(transmissions(good))
+        bad += [Failure(r.ue, s.node_of_ue[r.ue], "non-finite vector") for r in non_finite]
+        result = RoundResult(participants=[r.ue for r in tx], failures=bad)
+        if tx:
+            V, available = stack_rows({r.ue: r.vectors[0] for r in tx}, len(s.node_of_ue), self.model)
+            res = transmit_scaled(s.channel, V, self.weights, s.seed, server_round, available,
+                                  noise_factor_of(s.noise_factor, server_round))
+            result.channel = res
+            if int(res.active.sum()) > 0:  # everyone dropped out: the model stays
+                eta = s.lr((server_round - 1) * s.steps)
+                self.model = apply_estimate(self.model, res.estimate, self.transmit, eta)
+        result.models = HeldModels(self.model.unsqueeze(0))
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model = state["model"].to(self.setup.device)
 
 
-def _mean_metrics(replies: list[Reply], q: torch.Tensor) -> MetricRecord:
-    keys = set.intersection(*(set(r.metrics) for r in replies)) - {"partition-id", "num-examples"}
-    qn = (q / q.sum()).tolist()
-    return MetricRecord({k: sum(w * r.metrics[k] for w, r in zip(qn, replies, strict=True)) for k in sorted(keys)})
+# ----------------------------------------------------------------------------- the strategy
+
+
+class ServerDigital(Strategy):
+    """Error-free FedAvg (``transmit = "auto"`` sends models), or with ``overlap.enabled`` the
+    DGA-style overlapped schedule with exact aggregation."""
+
+    receiver = "digital"
+
+    def default_transmit(self) -> str:
+        return super().default_transmit() if self.params.overlap.enabled else "model"
+
+    def server(self, setup: ServerSetup) -> ServerSide:
+        if self.holds_ue_models:
+            return Medium(setup, fraction=self.params.fraction)
+        return GlobalModelServer(setup, transmit=self.transmit, fraction=self.params.fraction)
+
+    def ue_round(self, ctx: UEContext, received: list[torch.Tensor], config: ConfigRecord) -> UEOutput:
+        if self.holds_ue_models:
+            return medium_ue_round(ctx, received, config, transmit=self.transmit, mode="accumulate",
+                                   overlap=self.params.overlap)
+        (w,) = received
+        return UEOutput(ue_transmit(w, ctx.grad, ctx.first_step, ctx.steps, ctx.lr, self.transmit, ctx.train))
+
+
+__all__ = ["GlobalModelServer", "ServerDigital"]

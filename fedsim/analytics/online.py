@@ -34,6 +34,7 @@ from channels.stable import sample_sas
 from channels.stats import hill_estimator, sas_median_abs, tail_slope_estimator
 from fedsim.analytics.errors import AnalyticsError
 from fedsim.analytics.theory import default_p, theorem_a_vp
+from fedsim.run.schedule import make_lr
 
 #: Pooled normalised-noise buffer (ring) and how much of one round's noise enters it.
 BUFFER = 1 << 15
@@ -50,14 +51,19 @@ class OnlineAnalytics:
 
     Args:
         cfg: the ExperimentConfig. workload: the Workload (for its TheoryConstants).
+        transmit: what UEs transmit ("gradient", "update", "model"). receiver: the channel's
+            receiver (``channels.Receiver``: analog or digital, which noise each UE sees).
         tau_cm: communication latency [s]. delay_steps: D. steps_per_round: local steps per round.
     """
 
-    def __init__(self, cfg: Any, workload: Any, *, tau_cm: float, delay_steps: int, steps_per_round: int):
+    def __init__(self, cfg: Any, workload: Any, *, transmit: str, receiver: Any, tau_cm: float, delay_steps: int,
+                 steps_per_round: int):
         self.cfg, self.workload = cfg, workload
+        self.transmit, self.receiver = transmit, receiver
         self.tau_cm, self.delay, self.steps = tau_cm, delay_steps, steps_per_round
         ch = cfg.channel
-        self.alpha = {"sas": float(ch.alpha), "gaussian": 2.0}.get(ch.interference, 2.0)
+        self.interference = ch.interference.name
+        self.alpha = ch.alpha
         self.p = default_p(self.alpha)
         self.consts = workload.theory_constants()
         self.w_star = None if self.consts.w_star is None else self.consts.w_star.to(torch.float64)
@@ -67,7 +73,7 @@ class OnlineAnalytics:
         self._tail: dict[str, float] = {}
         self._n_stats = 0  # _n at the last estimator update
         self._dropouts = 0
-        self._med1 = sas_median_abs(self.alpha) if ch.interference != "none" else 1.0
+        self._med1 = sas_median_abs(self.alpha) if self.interference != "none" else 1.0
         self.total_s = 0.0  # wall time spent here; kept out of metrics.jsonl so rows stay deterministic
         self._lr = _make_lr(cfg)
         self._setup_reference()
@@ -78,27 +84,24 @@ class OnlineAnalytics:
     # ------------------------------------------------------------------ conditions
     def _common_conditions(self) -> str | None:
         """Why the K = 1 additive-noise model of §4.3/§4.4 does not describe this run (None: it does)."""
-        from fedsim.client import resolved_transmit  # lazy: client imports Flower apps
-
         cfg, ch, st = self.cfg, self.cfg.channel, self.cfg.strategy
         if self.steps != 1 or cfg.train.local_steps != 1:
             return "needs K = 1 (one step per round)"
         if st.overlap.enabled:
             return "overlapped schedule (stale aggregates, §4.7): no closed form"
-        if resolved_transmit(cfg) != "gradient" and st.name != "server-digital":
+        if self.transmit != "gradient" and self.receiver.analog:
             return "needs gradient transmission (noise on the aggregated gradient, §2.4 (a))"
         if st.fraction < 1:
             return "needs full participation (strategy.fraction = 1)"
-        if st.name == "server-digital" and ch.quant_bits is not None:
+        if not self.receiver.analog and ch.quant_bits is not None:
             return "quantised digital aggregation: error is not SaS"
-        if st.serverfree and (st.name != "serverfree-relay" or ch.interference_mode != "common"):
-            if ch.interference != "none":
-                return "server-free with per-UE noise: models differ (§4.5); only common noise reduces to §4.3"
-        if ch.fading != "none" or ch.csi_error > 0:
+        if self.receiver.noise_mode() != "common" and self.interference != "none":
+            return "server-free with per-UE noise: models differ (§4.5); only common noise reduces to §4.3"
+        if ch.fading.name != "none" or ch.csi_error > 0:
             return "needs fading = none and perfect CSI (fading is multiplicative noise, drop-outs bias the average)"
         if ch.rho != "fixed":
             return "needs channel.rho = fixed (norm/COTAF make c_eff depend on the iterate)"
-        if ch.interference == "sas" and not 1.0 < self.alpha <= 2.0:
+        if self.interference == "sas" and not 1.0 < self.alpha <= 2.0:
             return f"needs 1 < alpha <= 2, got {self.alpha}"
         return None
 
@@ -171,11 +174,11 @@ class OnlineAnalytics:
                          "source": c.sources.get(name, "unknown for this workload")}
         out["w_star"] = {"value": "known" if c.w_star is not None else None,
                          "source": c.sources.get("w_star", "unknown for this workload")}
-        out["alpha"] = {"value": self.alpha, "source": f"config: channel.interference={self.cfg.channel.interference}"}
+        out["alpha"] = {"value": self.alpha, "source": f"config: channel.interference={self.interference}"}
         out["p"] = {"value": self.p, "source": "(1 + alpha)/2 (§9 item 10)"}
         out["c_eff"] = {"value": None, "source": "per round: the channel's noise_scale (logged each round)"}
         out["tail_index"] = {"value": None, "source": "estimated online: noise_hill / noise_tail_slope"}
-        out["tau_cm"] = {"value": self.tau_cm, "source": "fedsim.physical.communication_time"}
+        out["tau_cm"] = {"value": self.tau_cm, "source": "fedsim.run.clock.communication_time"}
         out["delay_steps"] = {"value": self.delay, "source": "ceil(tau_cm / tau_cp) (§3(d))"}
         return out
 
@@ -219,7 +222,7 @@ class OnlineAnalytics:
 
     def _collect(self, ch: Any, r: int) -> None:
         """Append this round's noise, divided by its declared scale, to the pooled buffer."""
-        if self.cfg.channel.interference == "none":
+        if self.interference == "none":
             return
         parts = ((ch.noise_common, ch.noise_scale_common), (ch.noise_per_ue, ch.noise_scale_per_ue))
         if ch.noise_common is None and ch.noise_per_ue is None:
@@ -257,7 +260,7 @@ class OnlineAnalytics:
         """One step of the §4.4 recursion with the realised c_eff of round r (step s = r − 1)."""
         eta = self._lr(r - 1)
         a = 1.0 - self._mu_i * eta
-        c = float(ch.noise_scale) if ch is not None and self.cfg.channel.interference != "none" else 0.0
+        c = float(ch.noise_scale) if ch is not None and self.interference != "none" else 0.0
         if self.alpha == 2.0:
             c = math.sqrt(c * c + self._grad_c**2)
         self._det *= a
@@ -273,7 +276,7 @@ class OnlineAnalytics:
 
     def _theorem_a_row(self, r: int, ch: Any | None) -> dict[str, float]:
         if self._vp is None:
-            c_eff = float(ch.noise_scale) if ch is not None and self.cfg.channel.interference != "none" else 0.0
+            c_eff = float(ch.noise_scale) if ch is not None and self.interference != "none" else 0.0
             try:
                 self._vp = self._theorem_a_vp(c_eff)
             except AnalyticsError as exc:
@@ -288,6 +291,4 @@ def _count_nonfinite(x: torch.Tensor) -> int:
 
 
 def _make_lr(cfg: Any) -> Any:
-    from fedsim.schedule import make_lr
-
     return make_lr(cfg.train.lr, cfg.rounds * cfg.train.local_steps)

@@ -86,11 +86,17 @@ class MnistAugsearchConfig(_AugImageConfig):
 
     name: Literal["mnist-augsearch"] = "mnist-augsearch"
 
+    def build(self, seed: int) -> AugSearchCnn:
+        return AugSearchCnn(self, seed)
+
 
 class DigitsAugsearchConfig(_AugImageConfig):
     """digits-cnn + augmentation-policy search / MoEx."""
 
     name: Literal["digits-augsearch"] = "digits-augsearch"
+
+    def build(self, seed: int) -> AugSearchCnn:
+        return AugSearchCnn(self, seed)
 
 
 _STATE_KEYS = ("aug.baseline", "aug.adv_ms", "aug.count")
@@ -154,7 +160,7 @@ class AugSearchCnn(Workload):
     def __init__(self, cfg: MnistAugsearchConfig | DigitsAugsearchConfig, seed: int) -> None:
         self.cfg, self.seed, self.name = cfg, seed, cfg.name
         base_cls = MnistCnnConfig if cfg.name == "mnist-augsearch" else DigitsCnnConfig
-        self.base = ImageCnn(base_cls(**{k: getattr(cfg, k) for k in _ImageConfig.model_fields}), seed)
+        self.base = ImageCnn(base_cls(**{k: getattr(cfg, k) for k in _ImageConfig.model_fields if k != "name"}), seed)
         self.num_ues = cfg.num_ues
         a = cfg.augment
         self.space = None if a.policy == "none" else make_space(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
 
 @dataclass
@@ -37,6 +38,21 @@ class TheoryConstants:
 
 
 LrFn = Callable[[int], float]  # global step s -> step size eta_s
+
+
+class WorkloadConfig(BaseModel):
+    """A workload's parameters: its registry ``name``, ``num_ues`` and whatever it declares.
+
+    Subclasses implement :meth:`build`. Unknown keys and NaN/inf are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: str
+    num_ues: int
+
+    def build(self, seed: int) -> Workload:
+        """The workload for experiment ``seed``, on CPU."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how to build its workload")
 
 
 class Workload(ABC):

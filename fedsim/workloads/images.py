@@ -21,12 +21,12 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from channels.rng import torch_generator
-from fedsim.workloads.base import Workload
+from fedsim.workloads.base import Workload, WorkloadConfig
 from fedsim.workloads.partition import holdout_split, partition_indices, validation_split
 
 NUM_CLASSES = 10
@@ -35,9 +35,7 @@ _EVAL_CHUNK = 2048  # examples per forward pass in evaluation
 _VMAP_CHUNK = 32  # UEs per vmap call in stochastic_grad_many (bounds the stacked activations)
 
 
-class _ImageConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _ImageConfig(WorkloadConfig):
     num_ues: int = Field(10, ge=1, description="N, number of UEs")
     batch_size: int = Field(32, ge=0, description="minibatch size; 0 = full local batch")
     partition: Literal["iid", "dirichlet", "shards"] = Field(
@@ -55,11 +53,17 @@ class MnistCnnConfig(_ImageConfig):
 
     name: Literal["mnist-cnn"] = "mnist-cnn"
 
+    def build(self, seed: int) -> ImageCnn:
+        return ImageCnn(self, seed)
+
 
 class DigitsCnnConfig(_ImageConfig):
     """CNN (3.7k parameters) on scikit-learn's 8x8 digits."""
 
     name: Literal["digits-cnn"] = "digits-cnn"
+
+    def build(self, seed: int) -> ImageCnn:
+        return ImageCnn(self, seed)
 
 
 IMAGE_SIDE = {"mnist": 28, "digits": 8}  # square images of each embedded dataset

@@ -32,11 +32,11 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from channels.rng import torch_generator
 from fedsim.errors import ConfigError
-from fedsim.workloads.base import LrFn, Workload
+from fedsim.workloads.base import LrFn, Workload, WorkloadConfig
 from fedsim.workloads.tokens import (
     load_char_corpus,
     make_source,
@@ -49,12 +49,13 @@ from fedsim.workloads.tokens import (
 _DT = torch.float32
 
 
-class MoeLmConfig(BaseModel):
+class MoeLmConfig(WorkloadConfig):
     """Federated MoE language model on topic-Markov tokens (or a character-level text file)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     name: Literal["moe-lm"] = "moe-lm"
+
+    def build(self, seed: int) -> MoeLm:
+        return MoeLm(self, seed)
     num_ues: int = Field(8, ge=1, le=10_000, description="N, number of UEs")
     router: Literal["switch", "stablemoe"] = Field("stablemoe", description="routing method")
     # data

@@ -13,21 +13,22 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from channels.rng import torch_generator
-from fedsim.workloads.base import TheoryConstants, Workload
+from fedsim.workloads.base import TheoryConstants, Workload, WorkloadConfig
 
 _DT = torch.float64
 
 
-class QuadraticConfig(BaseModel):
+class QuadraticConfig(WorkloadConfig):
     """Heterogeneous diagonal quadratics (no data, no accuracy; ``batch_size`` does not apply:
     gradient noise is set by ``grad_noise``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     name: Literal["quadratic"] = "quadratic"
+
+    def build(self, seed: int) -> Quadratic:
+        return Quadratic(self, seed)
     num_ues: int = Field(20, ge=1, description="N, number of UEs")
     dim: int = Field(10, ge=1, description="d, parameter dimension")
     mu: float = Field(1.0, gt=0, description="smallest Hessian eigenvalue")

@@ -22,10 +22,10 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from channels.rng import numpy_generator, torch_generator
-from fedsim.workloads.base import TheoryConstants, Workload
+from fedsim.workloads.base import TheoryConstants, Workload, WorkloadConfig
 
 NUM_FEATURES = 60
 NUM_CLASSES = 10
@@ -36,12 +36,13 @@ _DT = torch.float64
 _CHUNK_LOGITS = 1 << 22
 
 
-class SyntheticLogregConfig(BaseModel):
+class SyntheticLogregConfig(WorkloadConfig):
     """FedProx Synthetic(alpha, beta) + L2 multinomial logistic regression (d = 610)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     name: Literal["synthetic-logreg"] = "synthetic-logreg"
+
+    def build(self, seed: int) -> SyntheticLogreg:
+        return SyntheticLogreg(self, seed)
     num_ues: int = Field(20, ge=1, description="N, number of UEs")
     batch_size: int = Field(0, ge=0, description="minibatch size; 0 = full local batch")
     alpha: float = Field(0.5, ge=0, description="model heterogeneity (std of u_k)")

@@ -12,11 +12,13 @@ import torch.nn.functional as F
 
 from fedsim.config import apply_overrides, validate
 from fedsim.errors import ConfigError
-from fedsim.rundir import load_run
+from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
-from fedsim.workloads import DigitsAugsearchConfig, DigitsCnnConfig, build_workload
+from fedsim.workloads import build_workload
 from fedsim.workloads import moex as mx
 from fedsim.workloads.augment import OP_NAMES, Stage, apply_op, apply_stages, apply_subpolicy
+from fedsim.workloads.augsearch import DigitsAugsearchConfig
+from fedsim.workloads.images import DigitsCnnConfig
 from fedsim.workloads.policy import PolicySample, make_space, reinforce_grad, update_baseline
 
 

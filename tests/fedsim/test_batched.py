@@ -7,16 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from flwr.app import Message, MessageType, RecordDict
 
-from fedsim import batched
+from fedsim.apps.client import PREFETCHED, _prefetched
 from fedsim.config import apply_overrides, validate
 from fedsim.errors import ConfigError
-from fedsim.rundir import load_run
+from fedsim.results.rundir import load_run
+from fedsim.run.execute import preflight
+from fedsim.run.schedule import make_lr
 from fedsim.runner import run_experiment
-from fedsim.schedule import make_lr
-from fedsim.server import preflight
 from fedsim.workloads import build_workload, parse_workload_config
 from fedsim.workloads.base import Workload
+from strategies.common import to_record
 
 
 @pytest.mark.parametrize(("workload", "tol"), [
@@ -60,7 +62,7 @@ def _cfg(tmp_path: Path, *extra: str):
 
 @pytest.mark.parametrize("extra", [
     [],
-    ["strategy.name='server-ota'", "channel.interference='sas'", "channel.alpha=1.5", "channel.scale=0.05"],
+    ["strategy.name='server-ota'", "channel.interference={name='sas', alpha=1.5}", "channel.scale=0.05"],
     ["strategy.fraction=0.5", "strategy.transmit='model'"],
     ["faults.unavailable=0.3", "faults.raise_at=[[2, 1]]"],
 ])
@@ -82,22 +84,22 @@ def test_batched_runs_give_the_per_ue_metrics_and_skip_per_ue_training(
                 assert b[k] == v, k
 
 
-def test_take_only_returns_a_prefetch_from_the_same_start_steps_and_experiment() -> None:
+def test_a_prefetch_is_used_only_from_its_own_start_model_and_steps() -> None:
     w, out = torch.zeros(3), torch.ones(3)
-    cases = [("exp", 1, w, 0, 2, True), ("exp", 1, w + 1, 0, 2, False), ("exp", 1, w, 2, 2, False),
-             ("exp", 1, w, 0, 3, False), ("other", 1, w, 0, 2, False), ("exp", 2, w, 0, 2, False)]
-    for exp, ue, start, first, steps, hit in cases:
-        batched._PREFETCHED.clear()
-        batched._PREFETCHED[("exp", 1)] = (0, 2, w, out)
-        got = batched.take(exp, ue, start, first, steps)
+    msg = Message(RecordDict({PREFETCHED: to_record(out)}), 1, MessageType.TRAIN)
+    take = _prefetched(msg, [w], 0, 2)
+    cases = [(w, 0, 2, True), (w + 1, 0, 2, False), (w, 2, 2, False), (w, 0, 3, False)]
+    for start, first, steps, hit in cases:
+        got = take(start, first, steps)
         assert (got is not None) == hit
         if hit:
-            assert torch.equal(got, out) and ("exp", 1) not in batched._PREFETCHED  # consumed once
+            assert torch.equal(got, out)
+    assert _prefetched(Message(RecordDict(), 1, MessageType.TRAIN), [w], 0, 2) is None  # nothing attached
 
 
 @pytest.mark.parametrize(("extra", "match"), [
     (["engine.name='ray'"], "engine.name = 'inline'"),
-    (["strategy.name='serverfree-relay'"], "server-free"),
+    (["strategy.name='serverfree-relay'"], "keeps a model per UE"),
     (["strategy.transmit='gradient'", "train.local_steps=1"], "takes no local steps"),
     (["workload={name='nas-tabnas', num_ues=3}"], "no vectorised gradient"),
 ])

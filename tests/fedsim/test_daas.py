@@ -148,7 +148,7 @@ def test_daas_run_writes_the_pair_and_retrains_genotype_with_policy(tmp_path: Pa
 
 
 def test_reports_show_the_genotype_and_top_sub_policy_not_the_logits() -> None:
-    from fedsim.retrain import architecture_text
+    from fedsim.results.architecture import architecture_text
 
     pair = {"genotype": ARCH, "policy": {"top": ["0.20: (shift, p=0.50, m=0.40) -> (noise, p=0.50, m=0.20)"],
                                          "logits": [0.125] * 104}}

@@ -19,10 +19,10 @@ from fakedev import FAKE, emulated_device
 
 import fedsim.device
 import fedsim.workloads
-from fedsim import client
+from fedsim.apps import client
 from fedsim.config import load_experiment
 from fedsim.errors import ConfigError
-from fedsim.rundir import load_run
+from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
 from fedsim.workloads import Workload
 
@@ -46,7 +46,7 @@ def emulated(monkeypatch):
         return to_device(self, device)
 
     monkeypatch.setattr(Workload, "to_device", record)
-    caches = (client.workload_from_json, fedsim.workloads._on_device)
+    caches = (client.resolve_from_text,)
     for cache in caches:
         cache.cache_clear()
     emulated_device.moved = moved
@@ -166,7 +166,7 @@ def test_device_values_are_validated(tmp_path) -> None:
 
 def test_ray_gpu_share() -> None:
     from fedsim.config import EngineConfig
-    from fedsim.engines import gpus_per_ue
+    from fedsim.engines.ray import gpus_per_ue
 
     assert gpus_per_ue(EngineConfig()) == 0.0
     with pytest.raises(ConfigError, match="resolves to the CPU"):
@@ -175,7 +175,7 @@ def test_ray_gpu_share() -> None:
 
 def test_ray_gpu_share_on_cuda(monkeypatch) -> None:
     from fedsim.config import EngineConfig
-    from fedsim.engines import gpus_per_ue, ray_backend_config
+    from fedsim.engines.ray import gpus_per_ue, ray_backend_config
 
     monkeypatch.setattr(fedsim.device, "resolve_device", lambda spec: torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -210,7 +210,7 @@ def test_ray_engine_runs_ue_actors_on_fractional_gpus(tmp_path, monkeypatch) -> 
     """Flower's Ray backend schedules UE actors that each ask for half a GPU: Ray is told this
     machine has one (Ray does not check), so the two actors share it; the run's numbers are the
     inline engine's (the device itself stays the CPU here)."""
-    import fedsim.engines as engines
+    import fedsim.engines.ray as engines
 
     real, calls = engines.ray_backend_config, []
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fedsim.config import load_experiment
-from fedsim.rundir import load_run
+from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
 
 SMALL = [

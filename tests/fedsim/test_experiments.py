@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from fedsim.config import read_toml
-from fedsim.server import preflight
+from fedsim.config import EXPERIMENTS_DIR, read_toml
+from fedsim.run.execute import preflight
 from fedsim.sweep import expand_sweep
 
-EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.toml"))
+EXPERIMENTS = sorted(EXPERIMENTS_DIR.glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
@@ -26,4 +26,4 @@ def test_experiment_file_is_valid(path: Path) -> None:
         key = (v.config.strategy.name, v.config.workload.model_dump_json())
         if key not in seen:
             seen.add(key)
-            assert preflight(v.config) >= 1
+            assert preflight(v.config).num_ues >= 1

@@ -7,11 +7,11 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.app.message.typeddict import TypedDict
 
-from fedsim import flowerfast
+from fedsim.apps import flowerfast
 
 
 def test_installed_by_the_apps_and_records_still_check_types() -> None:
-    import fedsim.client  # noqa: F401  (installs on import)
+    import fedsim.apps.client  # noqa: F401  (installs on import)
 
     assert flowerfast.install() and TypedDict.__setitem__ is flowerfast._setitem
     m = MetricRecord({"a": 1.0, "b": [1, 2]})

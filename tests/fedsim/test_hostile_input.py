@@ -17,9 +17,12 @@ runner = CliRunner()
 SMALL = ["--set", "sweep={}", "--set", "rounds=2", "--set", "workload.num_ues=3", "--engine", "inline", "--quiet"]
 
 BAD = [
-    (["channel.alpha=0"], "channel.alpha"),
-    (["channel.alpha=2.5"], "channel.alpha"),
-    (["channel.alpha=-1"], "channel.alpha"),
+    (["channel.interference={name='sas', alpha=0}"], "channel.interference.alpha"),
+    (["channel.interference={name='sas', alpha=2.5}"], "channel.interference.alpha"),
+    (["channel.interference={name='sas', alpha=-1}"], "channel.interference.alpha"),
+    (["channel.interference.alpha=1.5"], "channel.interference.alpha: unknown key"),  # Gaussian has no alpha
+    (["channel.alpha=1.5"], "no longer a channel key"),
+    (["channel.fading='nakagami'"], "unknown fading law 'nakagami'"),
     (["faults.unavailable=1.5"], "faults.unavailable"),
     (["faults.unavailable=-0.1"], "faults.unavailable"),
     (["strategy.fraction=0"], "strategy.fraction"),

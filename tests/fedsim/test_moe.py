@@ -13,10 +13,12 @@ import torch.nn.functional as F
 
 from fedsim.config import apply_overrides, validate
 from fedsim.errors import ConfigError
-from fedsim.rundir import load_run
+from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
-from fedsim.workloads import MoeLm, MoeLmConfig, build_workload, parse_workload_config
+from fedsim.workloads import build_workload, parse_workload_config
 from fedsim.workloads.moe import (
+    MoeLm,
+    MoeLmConfig,
     capacity_keep,
     distill_loss,
     expert_ffn,

@@ -6,14 +6,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from pydantic import ValidationError
 from scipy import stats
 
-from fedsim.config import apply_overrides, validate
+from fedsim.config import EXPERIMENTS_DIR, apply_overrides, validate
 from fedsim.runner import run_experiment
 from fedsim.workloads import build_workload
 from fedsim.workloads.nas.budget import cell_derive_within, cell_genotype_with, cell_random_within
@@ -190,7 +189,7 @@ def test_cli_reports_the_budget(tmp_path) -> None:
 
     from fedsim.cli import app
 
-    experiment = Path(__file__).resolve().parents[2] / "experiments" / "nas_gdas.toml"
+    experiment = EXPERIMENTS_DIR / "nas_gdas.toml"
     res = CliRunner().invoke(app, [
         "run", str(experiment), "--set", "sweep={}", "--set", "workload.max_params=4000",
         "--set", "workload.num_ues=3", "--set", "rounds=1", "--set", "workload.retrain_rounds=0",

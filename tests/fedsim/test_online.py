@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedsim.config import validate
-from fedsim.rundir import load_run
+from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
 
 
@@ -18,7 +18,7 @@ def _quad(tmp_path, **over) -> dict:
         "workload": {"name": "quadratic", "num_ues": 10, "dim": 400, "mu": 1.0, "L": 2.0},
         "train": {"local_steps": 1, "lr": {"schedule": "inverse", "theta": 2.0, "gamma": 16.0}},
         "strategy": {"name": "server-ota"},
-        "channel": {"interference": "sas", "alpha": 1.3, "scale": 0.8},
+        "channel": {"interference": {"name": "sas", "alpha": 1.3}, "scale": 0.8},
         "engine": {"name": "inline"}, "output": {"dir": str(tmp_path), "plot": False},
     }
     for k, v in over.items():

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fedsim.rundir import load_run
+from fedsim.results.rundir import load_run
 from fedsim.sweep import base_config, expand_sweep, read_index, run_sweep
 
 pytest.importorskip("ray")
@@ -22,7 +22,7 @@ GRID: dict[str, Any] = {
     "name": "psw",
     "rounds": 4,
     "workload": {"name": "synthetic-logreg", "num_ues": 4},
-    "channel": {"interference": "sas", "alpha": 1.5, "scale": 0.1, "fading": "rayleigh",
+    "channel": {"interference": {"name": "sas", "alpha": 1.5}, "scale": 0.1, "fading": "rayleigh",
                 "power_control": "phase"},
     "engine": {"name": "ray", "num_cpus": 2, "object_store_mb": 128},
     "output": {"plot": False},

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fedsim.config import apply_overrides, validate
-from fedsim.rundir import load_run
+from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ def kill_at_random_round(proc: subprocess.Popen, out: Path, lo: int, hi: int, rn
 
 BASE = ["engine.name='inline'", "output.plot=false", "sweep={}",
         "workload={name='synthetic-logreg', num_ues=6, batch_size=0}"]
-NOISY = ["channel.interference='sas'", "channel.alpha=1.5", "channel.scale=0.05", "channel.fading='rayleigh'",
+NOISY = ["channel.interference={name='sas', alpha=1.5}", "channel.scale=0.05", "channel.fading='rayleigh'",
          "channel.power_control='phase'"]
 
 
@@ -150,7 +150,7 @@ class Interrupt(KeyboardInterrupt):
 
 
 def _interrupted_run(monkeypatch: pytest.MonkeyPatch, cfg, after_rows: int) -> Path:
-    from fedsim.recorder import Recorder
+    from fedsim.run.recorder import Recorder
 
     original = Recorder.log
 
@@ -196,8 +196,8 @@ def test_crash_and_resume_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_tampered_or_truncated_checkpoint_is_refused(tmp_path: Path) -> None:
-    from fedsim.checkpoint import load_checkpoint
     from fedsim.errors import RunDirError
+    from fedsim.run.checkpoint import load_checkpoint
 
     run_dir = run_experiment(config(tmp_path, "rounds=5", "strategy.name='serverfree-relay'"), quiet=True)
     ckpt = load_checkpoint(run_dir)
@@ -215,7 +215,7 @@ def test_tampered_or_truncated_checkpoint_is_refused(tmp_path: Path) -> None:
 
 
 def test_checkpoint_default_every_round_for_small_models(tmp_path: Path) -> None:
-    from fedsim.checkpoint import auto_every
+    from fedsim.run.checkpoint import auto_every
     from fedsim.workloads import build_workload
 
     cfg = config(tmp_path, "strategy.name='serverfree-relay'")
@@ -281,8 +281,8 @@ def test_faults_identical_on_repeat_and_serverfree_survives(tmp_path: Path, stra
 def test_divergence_ends_run_cleanly(tmp_path: Path, strategy: str) -> None:
     """alpha = 0.6 interference with a large scale blows the model up: status diverged."""
     mode = "channel.interference_mode='common'" if strategy != "server-ota" else "channel.power=1.0"
-    cfg = config(tmp_path, "rounds=40", f"strategy.name='{strategy}'", "channel.interference='sas'",
-                 "channel.alpha=0.6", "channel.scale=5.0", "divergence.max_norm=1e3", mode)
+    cfg = config(tmp_path, "rounds=40", f"strategy.name='{strategy}'", "channel.interference={name='sas', alpha=0.6}",
+                 "channel.scale=5.0", "divergence.max_norm=1e3", mode)
     run_dir = run_experiment(cfg, quiet=True)
     summary = json.loads((run_dir / "summary.json").read_text())
     rows = load_run(run_dir).metrics
@@ -301,7 +301,7 @@ def test_divergence_ends_run_cleanly(tmp_path: Path, strategy: str) -> None:
 
 def test_two_runs_started_together_get_distinct_dirs(tmp_path: Path) -> None:
     """Two processes create run dirs with the same name in the same second."""
-    code = ("import sys, time; from fedsim.rundir import new_run_dir; t = float(sys.argv[1]);\n"
+    code = ("import sys, time; from fedsim.results.rundir import new_run_dir; t = float(sys.argv[1]);\n"
             "time.sleep(max(0, t - time.time())); print(new_run_dir(sys.argv[2], 'same'))")
     start = time.time() + 3
     procs = [subprocess.Popen([sys.executable, "-c", code, str(start), str(tmp_path)], cwd=ROOT,

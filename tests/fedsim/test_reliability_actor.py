@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 from fedsim.config import apply_overrides, validate
-from fedsim.rundir import load_run
+from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
 
 BASE = ["output.plot=false", "workload={name='synthetic-logreg', num_ues=4, batch_size=0}", "rounds=10",
-        "checkpoint.every=0", "strategy.name='server-ota'", "channel.interference='sas'", "channel.alpha=1.5",
+        "checkpoint.every=0", "strategy.name='server-ota'", "channel.interference={name='sas', alpha=1.5}",
         "channel.scale=0.2"]
 
 

@@ -25,9 +25,9 @@ def sweep_dir(tmp_path_factory):
         "workload": {"name": "quadratic", "num_ues": 5, "dim": 5, "mu": 1.0, "L": 2.0},
         "train": {"local_steps": 1, "lr": {"schedule": "inverse", "theta": 2.0, "gamma": 16.0}},
         "strategy": {"name": "server-ota"},
-        "channel": {"interference": "sas", "alpha": 2.0, "scale": 0.5},
+        "channel": {"interference": {"name": "sas", "alpha": 2.0}, "scale": 0.5},
         "engine": {"name": "inline"}, "output": {"dir": str(out), "plot": False},
-        "sweep": {"channel.alpha": [2.0, 1.5], "strategy.name": ["server-ota", "serverfree-relay"],
+        "sweep": {"channel.interference.alpha": [2.0, 1.5], "strategy.name": ["server-ota", "serverfree-relay"],
                   "seed": [0, 1]},
     }
     variants = expand_sweep(data, [])

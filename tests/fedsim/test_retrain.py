@@ -10,9 +10,10 @@ import torch
 
 from fedsim.config import apply_overrides, load_experiment, validate
 from fedsim.report import build_report
+from fedsim.results.rundir import load_run
 from fedsim.retrain import final_model
-from fedsim.rundir import load_run
 from fedsim.runner import run_experiment
+from strategies import HeldModels
 
 
 def _cfg(tmp_path: Path, *extra: str):
@@ -68,12 +69,12 @@ class _Weights:
 
 def test_final_model_is_global_model_or_virtual_average() -> None:
     w = torch.arange(3.0)
-    assert torch.equal(final_model(_Weights(), {"final_model": w}), w)
-    models = {0: torch.tensor([4.0]), 1: torch.tensor([0.0]), 2: torch.tensor([8.0])}
-    assert final_model(_Weights(), {"final_models": models}).item() == pytest.approx(0.5 * 4 + 0.25 * 8)
+    assert torch.equal(final_model(_Weights(), HeldModels(w.unsqueeze(0))), w)
+    models = HeldModels(torch.tensor([[4.0], [0.0], [8.0]]), [0, 1, 2])
+    assert final_model(_Weights(), models).item() == pytest.approx(0.5 * 4 + 0.25 * 8)
     # UEs that never reported are left out and the weights renormalised
-    two = {1: torch.tensor([0.0]), 2: torch.tensor([8.0])}
-    assert final_model(_Weights(), {"final_models": two}).item() == 4.0
+    two = HeldModels(torch.tensor([[0.0], [8.0]]), [1, 2])
+    assert final_model(_Weights(), two).item() == 4.0
 
 
 def test_sweep_table_carries_each_variants_retrained_accuracy(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedsim.config import apply_overrides, validate
-from fedsim.rundir import load_run
+from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
 
 
@@ -44,7 +44,7 @@ class _NormWorkload:
 
 
 def test_evaluation_sample_keeps_headline_metrics_exact() -> None:
-    from fedsim.server import evaluate_population
+    from fedsim.run.evaluation import evaluate_population
 
     models = {u: torch.tensor([float(u), 1.0]) for u in range(100)}
     weights = torch.ones(100)

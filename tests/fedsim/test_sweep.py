@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import fedsim.sweep as sweep_mod
+import fedsim.sweep.run as sweep_mod
 from fedsim.cli import app
 from fedsim.config import apply_overrides, validate
 from fedsim.errors import ConfigError
 from fedsim.plots import plot_runs
-from fedsim.rundir import load_run
+from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
 from fedsim.sweep import (
     base_config,

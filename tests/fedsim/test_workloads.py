@@ -9,18 +9,11 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from fedsim.errors import ConfigError
-from fedsim.workloads import (
-    WORKLOAD_NAMES,
-    DigitsCnnConfig,
-    MnistCnnConfig,
-    QuadraticConfig,
-    SyntheticLogregConfig,
-    build_workload,
-    parse_workload_config,
-)
-from fedsim.workloads.images import load_images
+from fedsim.workloads import WORKLOADS, build_workload, parse_workload_config
+from fedsim.workloads.images import DigitsCnnConfig, MnistCnnConfig, load_images
 from fedsim.workloads.partition import label_entropy, partition_indices
-from fedsim.workloads.synthetic import NUM_CLASSES, NUM_FEATURES, SyntheticLogreg
+from fedsim.workloads.quadratic import QuadraticConfig
+from fedsim.workloads.synthetic import NUM_CLASSES, NUM_FEATURES, SyntheticLogreg, SyntheticLogregConfig
 
 D64 = torch.float64
 
@@ -65,8 +58,8 @@ def _autograd(fn, w: torch.Tensor) -> torch.Tensor:
 
 
 def test_config_validation_rejects_bad_input():
-    assert {"synthetic-logreg", "quadratic", "mnist-cnn", "digits-cnn"} <= set(WORKLOAD_NAMES)
-    for name in WORKLOAD_NAMES:
+    assert {"synthetic-logreg", "quadratic", "mnist-cnn", "digits-cnn"} <= set(WORKLOADS.names())
+    for name in WORKLOADS.names():
         extra = {"total_steps": 10} if name == "moe-lm" else {}  # the experiment config fills it in
         assert parse_workload_config({"name": name, **extra}).name == name
     with pytest.raises(ValidationError):
@@ -89,11 +82,21 @@ def test_config_validation_rejects_bad_input():
         SyntheticLogregConfig(alpha=-1.0)
 
 
-def test_build_is_cached_per_config_and_seed():
-    a = build_workload(QuadraticConfig(dim=3), seed=0)
-    assert build_workload(QuadraticConfig(dim=3), seed=0) is a
-    assert build_workload(QuadraticConfig(dim=3), seed=1) is not a
-    assert build_workload(QuadraticConfig(dim=4), seed=0) is not a
+def test_a_run_builds_its_workload_once(tmp_path, monkeypatch):
+    """The experiment is assembled once and handed to the engine: preflight, the UEs, the
+    analytics and the server side share one workload (no rebuilds behind caches)."""
+    from fedsim.config import load_experiment
+    from fedsim.runner import run_experiment
+
+    builds = []
+    real = QuadraticConfig.build
+    monkeypatch.setattr(QuadraticConfig, "build", lambda self, seed: (builds.append(seed), real(self, seed))[1])
+    cfg = load_experiment(None, ["sweep={}", "engine.name='inline'", "output.plot=false", "rounds=2",
+                                 "workload={name='quadratic', num_ues=3}", "strategy.name='serverfree-relay'",
+                                 f"output.dir={str(tmp_path)!r}"])
+    run_experiment(cfg, quiet=True)
+    assert builds == [0]
+    assert build_workload(QuadraticConfig(dim=3), seed=1) is not build_workload(QuadraticConfig(dim=3), seed=1)
 
 
 def test_impossible_partition_is_a_config_error():

@@ -23,7 +23,7 @@ GOLDEN = HERE / "golden.json"
 #: case id -> (experiment file stem, overrides); every sweep variant of a case is recorded.
 CASES: dict[str, tuple[str, list[str]]] = {
     "quickstart": ("quickstart", ["rounds=5"]),
-    "grid_240": ("grid_240", ["rounds=4", "sweep.channel.alpha=[1.5, 2.0]", "sweep.channel.gsnr_db=[10.0]",
+    "grid_240": ("grid_240", ["rounds=4", "sweep.channel.interference.alpha=[1.5, 2.0]", "sweep.channel.gsnr_db=[10.0]",
                               "sweep.seed=[0]"]),
     "heavy_tail": ("heavy_tail", ["rounds=8", "sweep.seed=[0]"]),
     "server_vs_serverfree": ("server_vs_serverfree", ["rounds=8", "sweep.seed=[1]"]),
@@ -45,10 +45,10 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "faults.unavailable=0.2", "faults.nan_at=[[2, 3]]", "workload.num_ues=8"]),
     "relay_per_ue_update": ("quickstart", [
         "rounds=4", "sweep={}", "strategy.name=serverfree-relay", "train.local_steps=3",
-        "channel.interference=sas", "channel.interference_mode=per_ue", "channel.downlink_scale=0.5",
-        "channel.sas_vector=isotropic", "workload.batch_size=8", "workload.num_ues=6"]),
+        "channel.interference={name='sas', alpha=1.5, vector='isotropic'}", "channel.interference_mode=per_ue",
+        "channel.downlink_scale=0.5", "workload.batch_size=8", "workload.num_ues=6"]),
     "ota_rician_norm": ("quickstart", [
-        "rounds=4", "sweep={}", "strategy.name=server-ota", "channel.fading=rician", "channel.rician_k=2.0",
+        "rounds=4", "sweep={}", "strategy.name=server-ota", "channel.fading={name='rician', k=2.0}",
         "channel.csi_error=0.05", "channel.rho=norm", "channel.rho_growth=lr", "train.lr.schedule=inverse",
         "strategy.fraction=0.6", "workload.num_ues=10"]),
     "digital_quant_cotaf": ("quickstart", [
@@ -69,8 +69,8 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "workload.batch_size=8", "workload.num_ues=6", "faults.slowdown=[[1, 10.0]]", "faults.deadline=0.005",
         "faults.raise_at=[[2, 0]]", "faults.policy=zero"]),
     "quadratic_theory": ("server_vs_serverfree", [
-        "rounds=6", "sweep={}", "strategy.name=serverfree-relay", "channel.interference=sas",
-        "channel.alpha=1.5", "channel.interference_mode=common", "workload.num_ues=5", "workload.grad_noise=0.1"]),
+        "rounds=6", "sweep={}", "strategy.name=serverfree-relay", "channel.interference={name='sas', alpha=1.5}",
+        "channel.interference_mode=common", "workload.num_ues=5", "workload.grad_noise=0.1"]),
 }
 
 #: Keys whose values depend on the machine or the clock, never on the maths.
@@ -86,14 +86,14 @@ def _strip(obj):
 
 
 def run_case(case: str, out_dir: Path) -> dict:
-    """{variant id: {"rows": [...], "retrain_rows": [...], "search": {...}}} for one case."""
+    """{variant index: {"rows": [...], "retrain_rows": [...], "search": {...}}} for one case."""
     from fedsim.config import read_toml
+    from fedsim.results.rundir import read_metrics
     from fedsim.runner import run_experiment
-    from fedsim.rundir import read_metrics
     from fedsim.sweep import expand_sweep
 
     stem, overrides = CASES[case]
-    path = ROOT / "experiments" / f"{stem}.toml"
+    path = ROOT / "fedsim" / "experiments" / f"{stem}.toml"
     overrides = [*overrides, "engine.name=inline", "output.plot=false", f"output.dir={str(out_dir)!r}"]
     result = {}
     for v in expand_sweep(read_toml(path), overrides, source=str(path)):
@@ -107,8 +107,22 @@ def run_case(case: str, out_dir: Path) -> dict:
             found = json.loads(arch.read_text())
             found.get("retrain", {}).pop("run_dir", None)
             entry["search"] = _strip(found)
-        result[v.id] = entry
+        result[v.id.split("-")[0]] = entry
     return result
+
+
+def differences(got, want, path: str = "") -> list[str]:
+    """Where ``got`` and ``want`` differ (exactly), as readable lines."""
+    if isinstance(got, dict) and isinstance(want, dict):
+        out = [f"{path}.{k}: only in {'new' if k in got else 'recorded'}" for k in sorted(set(got) ^ set(want))]
+        for k in sorted(set(got) & set(want)):
+            out += differences(got[k], want[k], f"{path}.{k}")
+        return out
+    if isinstance(got, list) and isinstance(want, list):
+        if len(got) != len(want):
+            return [f"{path}: {len(got)} items, recorded {len(want)}"]
+        return [d for i, (a, b) in enumerate(zip(got, want, strict=True)) for d in differences(a, b, f"{path}[{i}]")]
+    return [] if got == want and type(got) is type(want) else [f"{path}: {got!r} != recorded {want!r}"]
 
 
 def record(cases: list[str]) -> dict:
@@ -127,7 +141,10 @@ def main() -> int:
         want = json.loads(GOLDEN.read_text())
         bad = [c for c in cases if got[c] != want.get(c)]
         for c in bad:
-            print(f"DIFFERS: {c}")
+            diffs = differences(got[c], want.get(c))
+            print(f"DIFFERS: {c} ({len(diffs)} places)")
+            for line in diffs[:12]:
+                print("   ", line[:300])
         print("identical" if not bad else f"{len(bad)} of {len(cases)} cases differ")
         return 1 if bad else 0
     old = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}

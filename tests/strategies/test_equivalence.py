@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fedsim.config import ExperimentConfig, apply_overrides, validate
-from fedsim.rundir import load_run
+from fedsim.results.rundir import load_run
+from fedsim.run.schedule import make_lr
 from fedsim.runner import run_experiment
-from fedsim.schedule import make_lr
 from fedsim.workloads import build_workload
 
 BASE = [
@@ -65,7 +65,7 @@ def test_zero_noise_all_strategies_identical(tmp_path: Path, K: int) -> None:
 
 
 def test_common_interference_serverfree_equals_server_ota(tmp_path: Path) -> None:
-    noise = ["channel.interference='sas'", "channel.alpha=1.5", "channel.scale=0.05",
+    noise = ["channel.interference={name='sas', alpha=1.5}", "channel.scale=0.05",
              "channel.interference_mode='common'", "channel.fading='rayleigh'", "channel.h_th=0.3"]
     ota_rows, ota = run(tmp_path, "ota", "strategy.name='server-ota'", *noise)
     free_rows, free = run(tmp_path, "free", "strategy.name='serverfree-relay'", *noise)

