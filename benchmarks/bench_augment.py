@@ -1,4 +1,4 @@
-"""Compute overhead of the federated augmentation-policy search (issue 7: must be < 2x plain training).
+"""Compute overhead of the federated augmentation-policy search (the target: < 2x plain training).
 
 Times one UE's local round (``local_train``, K steps, one torch thread as in the client app) on
 ``mnist-augsearch`` for each arm, interleaving the arms over repeats so that machine load hits

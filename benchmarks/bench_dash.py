@@ -1,7 +1,7 @@
-"""Fourier-domain vs explicit (k, d) mixture in DASH (reference §4.2), forward + backward.
+"""Fourier-domain vs explicit (k, d) mixture in DASH (Shen et al., NeurIPS 2022), forward + backward.
 
 Part 1 times one searched conv layer (batch 32, 8 -> 8 channels) on a 784-long sequence and on a 28x28
-image, for the federated kernel sets (§4.4, #K·#D = 9) and the paper's larger ones (§4.1), three ways:
+image, for the federated kernel sets (#K·#D = 9) and the paper's larger default ones, three ways:
 
 - explicit:  Σ_{k,d} c_{k,d} · conv(x, w_{k,d}, dilation d)     (|K||D| convs; O(|K||D|·n·S))
 - mixed:     one direct conv with the aggregated kernel w̄        (O(n·S))

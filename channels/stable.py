@@ -1,6 +1,7 @@
 """Samplers for symmetric and totally skewed α-stable laws (Chambers–Mallows–Stuck).
 
-Parametrisation: ``SαS(α, c)`` has characteristic function ``exp(-c^α |u|^α)`` (reference §2.4);
+Parametrisation: ``SαS(α, c)`` has characteristic function ``exp(-c^α |u|^α)`` (model §2.4;
+§ numbers: docs/explanation/model.md);
 ``α = 2`` is ``N(0, 2c²)``, ``α = 1`` is Cauchy with scale ``c``.
 
 Implementation notes (why the formulas look different from the textbook CMS):

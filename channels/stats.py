@@ -1,6 +1,7 @@
 """Distribution facts for SαS interference and fading, and tail-index estimators.
 
-All SαS facts use the parametrisation ``E e^{iuX} = exp(-c^α |u|^α)`` (reference §2.4), so
+All SαS facts use the parametrisation ``E e^{iuX} = exp(-c^α |u|^α)`` (model §2.4;
+§ numbers: docs/explanation/model.md), so
 α = 2 means ``N(0, 2c²)``. Estimators accept torch tensors or numpy arrays of any shape and
 ignore non-finite values.
 """

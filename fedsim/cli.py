@@ -67,9 +67,15 @@ def run(
         fedsim run quickstart --set 'sweep.seed=[0, 1, 2]'
         fedsim run --resume runs/quickstart-20250101T000000Z   # after a crash or kill
     """
-    from fedsim.config import QUICKSTART, load_experiment, read_toml
-    from fedsim.sweep import split_sweep
+    overrides = _cli_overrides(set_, engine, ray_address, out)
+    if resume is not None:
+        _resume(resume, experiment, overrides, quiet)
+        return
+    _run(experiment, overrides, quiet)
 
+
+def _cli_overrides(set_: list[str] | None, engine: str | None, ray_address: str | None, out: Path | None) -> list[str]:
+    """``--set`` items plus the options that are shorthands for keys."""
     overrides = list(set_ or [])
     if engine is not None:
         overrides.append(f"engine.name={engine}")
@@ -77,22 +83,21 @@ def run(
         overrides.append(f"engine.ray_address={ray_address}")
     if out is not None:
         overrides.append(f"output.dir={str(out)!r}")
-    if resume is not None:
-        _resume(resume, experiment, overrides, quiet)
-        return
+    return overrides
+
+
+def _run(experiment: Path | None, overrides: list[str], quiet: bool) -> None:
+    from fedsim.config import QUICKSTART, load_experiment, read_toml
+    from fedsim.runner import run_experiment
+    from fedsim.sweep import split_sweep
+
     try:
         source = experiment if experiment is not None else QUICKSTART
         data = read_toml(source)
         if split_sweep(data, overrides)[1]:
             _run_sweep(data, overrides, str(source), quiet)
             return
-        cfg = load_experiment(experiment, overrides)
-    except FedsimError as exc:
-        _fail(exc)
-    from fedsim.runner import run_experiment
-
-    try:
-        run_dir = run_experiment(cfg, quiet=quiet)
+        run_dir = run_experiment(load_experiment(source, overrides), quiet=quiet)
     except FedsimError as exc:
         _fail(exc)
     _report(run_dir)

@@ -1,5 +1,5 @@
 """After an architecture search: derive the discrete architecture, report what it costs, and
-retrain it federatedly from scratch (issue 6).
+retrain it federatedly from scratch.
 
 A search workload (``nas-*``) offers ``search_result(w)`` and ``retrain_config(arch)``. When its
 run completes, the runner calls :func:`finish_search`: the architecture is derived from the final

@@ -1,4 +1,4 @@
-"""(d) Computation overlapped with the exchange, DGA-style. Reference: ota-fl-model.md §3(d), §5.
+"""(d) Computation overlapped with the exchange, DGA-style (model §3(d), §5; § numbers: docs/explanation/model.md).
 
 UEs never pause. Block r (the K steps of round r, 1-based, global steps [(r-1)K, rK)) is sent
 when it ends; its aggregate arrives D = ceil(tau_cm / tau_cp) steps later, at global step

@@ -1,6 +1,6 @@
-"""Convergence theory (reference §4), run-time model (§5) and post-run statistics (§8).
+"""Convergence theory (model §4), run-time model (§5) and post-run statistics (§8).
 
-Pure functions over numpy; no Flower, no file I/O. Modules:
+Pure functions over numpy; no Flower, no file I/O (§ numbers: docs/explanation/model.md). Modules:
 
 - :mod:`.theory`: Theorem A bound (§4.3), exact quadratic reference (§4.4), K > 1 form (§4.6).
 - :mod:`.consensus`: server-free deviation and drift scales (§4.5).

@@ -1,4 +1,5 @@
-"""Server-free consensus theory, Theorem B notes (reference §4.5, model).
+"""Server-free consensus theory, Theorem B notes (model §4.5, fedsim's own
+derivation; § numbers: docs/explanation/model.md).
 
 Per coordinate, each UE m holds its own noisy copy of the aggregate; these functions give
 the SαS scale of the deviations ``w_m − w̄`` (from the virtual average) and ``w_m − w_n``

@@ -1,4 +1,5 @@
-"""Post-run statistics: rate fits, hitting times, seed quantiles, robust moments (§6, §8).
+"""Post-run statistics: rate fits, hitting times, seed quantiles, robust moments (model §6, §8;
+§ numbers: docs/explanation/model.md).
 
 Heavy-tailed runs jump (§8 item 16): nothing here averages raw curves across seeds. Seed
 summaries are medians with quantiles or bootstrap intervals, and non-finite values are

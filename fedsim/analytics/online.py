@@ -1,6 +1,6 @@
 """Analytics computed alongside a run: one call per logged round (see OnlineAnalytics).
 
-Per round (reference §8 items 10–16) the row gains:
+Per round (model §8 items 10–16; § numbers: docs/explanation/model.md) the row gains:
 
 - ``err_p``: mean over the evaluated models of ``‖w − w*‖^p``, ``p = (1 + α)/2`` (§9 item 10),
   where the workload knows ``w*``.

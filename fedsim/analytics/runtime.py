@@ -1,4 +1,5 @@
-"""Wall-clock run-time model of sequential vs overlapped schedules (reference §5, model).
+"""Wall-clock run-time model of sequential vs overlapped schedules (model §5, fedsim's own
+model; § numbers: docs/explanation/model.md).
 
 Times are in seconds (any unit, used consistently). ``tau_cp`` is the time of one local step:
 a scalar, or per-UE ``[N]``, in which case every schedule waits for the slowest UE

@@ -1,4 +1,5 @@
-"""Convergence theory of server-based analog OTA FL (reference §4.3, §4.4, §4.6).
+"""Convergence theory of server-based analog OTA FL (model §4.3, §4.4, §4.6;
+§ numbers: docs/explanation/model.md).
 
 All functions are pure numpy. Units: distances are in parameter units (the units of ``w``),
 step sizes are dimensionless multipliers of the gradient, ``c_eff`` is the per-coordinate

@@ -33,11 +33,12 @@ class LrConfig(Section):
     theory). ``cosine``: from eta down to eta_min over all rounds*K steps.
     """
 
-    schedule: Literal["constant", "inverse", "cosine"] = "constant"
-    eta: float = Field(0.1, gt=0, le=100)
-    theta: float = Field(4.0, gt=0)
-    gamma: float = Field(8.0, gt=0)
-    eta_min: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "inverse", "cosine"] = Field(
+        "constant", description="'constant': η; 'inverse': θ/(s + γ); 'cosine': from η down to eta_min")
+    eta: float = Field(0.1, gt=0, le=100, description="η: the constant step size, or the cosine schedule's start")
+    theta: float = Field(4.0, gt=0, description="θ of the inverse schedule θ/(s + γ)")
+    gamma: float = Field(8.0, gt=0, description="γ of the inverse schedule θ/(s + γ)")
+    eta_min: float = Field(0.0, ge=0, description="the cosine schedule's final step size")
 
     @model_validator(mode="after")
     def _cosine_floor(self) -> LrConfig:
@@ -49,7 +50,7 @@ class LrConfig(Section):
 class TrainConfig(Section):
     """UE-side training: K local SGD steps per round."""
 
-    local_steps: int = Field(1, ge=1, le=100_000)
+    local_steps: int = Field(1, ge=1, le=100_000, description="K: local steps of every UE per round")
     lr: LrConfig = LrConfig()
 
 
@@ -67,11 +68,13 @@ class EngineConfig(Section):
     """How the Flower apps run. ``ray``: Flower's simulation runtime on Ray; ``inline``: an
     in-process Grid (no Ray). Both give identical metrics for the same seed."""
 
-    name: Literal["ray", "inline"] = "ray"
+    name: Literal["ray", "inline"] = Field(
+        "ray", description="'ray': Flower's simulation runtime on Ray (sweeps: parallel Ray tasks); 'inline': in "
+                           "this process")
     ray_address: str | None = Field(None, description="join an existing Ray cluster")
     num_cpus: int | None = Field(None, ge=1, le=4096, description="CPUs for a local Ray")
-    cpus_per_ue: float = Field(1.0, gt=0, le=64)
-    object_store_mb: int = Field(512, ge=80, le=65536)
+    cpus_per_ue: float = Field(1.0, gt=0, le=64, description="CPUs one Ray UE actor asks for (actors = CPUs / this)")
+    object_store_mb: int = Field(512, ge=80, le=65536, description="object store of a local Ray [MiB]")
     device: str = Field("cpu", description="where tensors live: 'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when "
                                            "this process sees a GPU)")
     gpus_per_ue: float | None = Field(
@@ -92,8 +95,8 @@ class EngineConfig(Section):
 class OutputConfig(Section):
     """Where results go."""
 
-    dir: str = Field("runs", min_length=1)
-    plot: bool = True
+    dir: str = Field("runs", min_length=1, description="parent folder of run directories and sweep folders")
+    plot: bool = Field(True, description="write figures/convergence.{png,pdf} when the run ends")
 
 
 class CheckpointConfig(Section):
@@ -106,8 +109,10 @@ class CheckpointConfig(Section):
     crash (costs about 10-20 ms per checkpoint on this kind of disk).
     """
 
-    every: int | None = Field(None, ge=0, le=1_000_000)
-    auto_mib: float = Field(8.0, gt=0, le=1e6)
+    every: int | None = Field(None, ge=0, le=1_000_000, description="checkpoint every this many rounds; 0: never; "
+                                                                      "unset: chosen from the state size")
+    auto_mib: float = Field(8.0, gt=0, le=1e6, description="with every unset: checkpoint about this many MiB per "
+                                                           "round")
     fsync: bool = Field(False, description="fsync checkpoint files: survives power loss, not only a killed process")
 
 
@@ -115,7 +120,7 @@ class DivergenceConfig(Section):
     """A run ends cleanly with status ``diverged`` when a model (global, or any UE model) has a
     non-finite entry or a Euclidean norm above ``max_norm``."""
 
-    max_norm: float = Field(1e8, gt=0)
+    max_norm: float = Field(1e8, gt=0, description="a model norm above this ends the run as diverged")
 
 
 class FaultsConfig(Section):
@@ -130,13 +135,19 @@ class FaultsConfig(Section):
     ``skip-round`` (no aggregate that round) or ``zero`` (non-finite entries become 0).
     """
 
-    unavailable: float = Field(0.0, ge=0, le=1)
-    trace: list[tuple[int, int]] = Field(default_factory=list)
-    raise_at: list[tuple[int, int]] = Field(default_factory=list)
-    nan_at: list[tuple[int, int]] = Field(default_factory=list)
-    slowdown: list[tuple[int, float]] = Field(default_factory=list)
-    deadline: float | None = Field(None, gt=0)
-    policy: Literal["exclude", "skip-round", "zero"] = "exclude"
+    unavailable: float = Field(0.0, ge=0, le=1, description="probability that a UE is unavailable in a round")
+    trace: list[tuple[int, int]] = Field(default_factory=list, description="[round, ue] pairs that are unavailable")
+    raise_at: list[tuple[int, int]] = Field(default_factory=list,
+                                            description="[round, ue] pairs where the UE raises mid-training")
+    nan_at: list[tuple[int, int]] = Field(default_factory=list,
+                                          description="[round, ue] pairs where the UE transmits NaN")
+    slowdown: list[tuple[int, float]] = Field(default_factory=list,
+                                              description="[ue, factor] pairs multiplying that UE's compute time")
+    deadline: float | None = Field(None, gt=0, description="seconds of compute per round; slower UEs miss the "
+                                                           "superposition")
+    policy: Literal["exclude", "skip-round", "zero"] = Field(
+        "exclude", description="non-finite transmissions: 'exclude' them, 'skip-round' (no aggregate), or 'zero' "
+                               "their non-finite entries")
 
     @model_validator(mode="after")
     def _check_pairs(self) -> FaultsConfig:
@@ -181,10 +192,11 @@ class ExperimentConfig(Section):
 
     model_config = ConfigDict(validate_default=True)
 
-    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.+-]{1,80}$")
-    seed: int = Field(0, ge=0, le=2**63 - 1)
-    rounds: int = Field(50, ge=1, le=1_000_000)
-    eval_every: int = Field(1, ge=1)
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9_.+-]{1,80}$",
+                      description="names the run directory (letters, digits, _ . + -)")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="the experiment seed every random stream is keyed by")
+    rounds: int = Field(50, ge=1, le=1_000_000, description="communication rounds")
+    eval_every: int = Field(1, ge=1, description="evaluate the models every this many rounds (and the last)")
     eval_ue_sample: int = Field(
         32, ge=0, description="UE-held models: per-UE metric spread over at most this many UE models (0 = all)")
     workload: WorkloadField = Field(default_factory=lambda: {"name": "synthetic-logreg"})

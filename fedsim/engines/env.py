@@ -1,6 +1,6 @@
 """Process environment that must be set before flwr or ray are imported.
 
-Flower and Ray read these at import time (see reference/flower-ray-notes.md, pitfall 1):
+Flower and Ray read these variables at import time, so setting them later has no effect:
 no telemetry or usage stats, loopback-only Ray sockets, quiet Flower logs, and a private
 FLWR_HOME so that nothing is written to the user's home directory.
 """

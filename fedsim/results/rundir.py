@@ -29,7 +29,8 @@ import tomli_w
 
 from fedsim.errors import RunDirError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The folder holding the fedsim, strategies and channels packages (a checkout, or site-packages).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:

@@ -49,24 +49,7 @@ def run_sweep(variants: list[Variant], base_cfg: ExperimentConfig, *, quiet: boo
     (shutting Ray down) and stops. ``index.json`` is rewritten atomically as each variant
     finishes. ``plot`` writes the overall figures at the end.
     """
-    if resume is not None:
-        sweep_dir = Path(resume)
-        index = _resume_index(sweep_dir, variants)
-    else:
-        sweep_dir = new_sweep_dir(base_cfg.output.dir, base_cfg.name)
-        index = {
-            "name": base_cfg.name,
-            "created": datetime.now(UTC).isoformat(),
-            "total": len(variants),
-            "keys": base_cfg.sweep,
-            "variants": [
-                {"id": v.id, "assignments": v.assignments, "run_dir": None, "status": "pending"}
-                for v in variants
-            ],
-        }
-        atomic_write_text(sweep_dir / "sweep.toml", tomli_w.dumps(to_toml_dict(base_cfg)))
-    _write_index(sweep_dir, index)
-
+    sweep_dir, index = _open_sweep(variants, base_cfg, resume)
     todo = [i for i, entry in enumerate(index["variants"]) if not _is_done(sweep_dir, entry)]
     if parallel is None:
         parallel = base_cfg.engine.name == "ray"
@@ -80,16 +63,7 @@ def run_sweep(variants: list[Variant], base_cfg: ExperimentConfig, *, quiet: boo
         if parallel:
             _run_parallel(variants, todo, base_cfg, sweep_dir, index, progress, task)
         else:
-            for i in todo:
-                variant, entry = variants[i], index["variants"][i]
-                if progress is not None and task is not None:
-                    progress.update(task, current=variant.id)
-                entry.update(status="running", run_dir=None)
-                entry.pop("error", None)
-                _write_index(sweep_dir, index)
-                _run_variant(variant, sweep_dir, entry, index)
-                if progress is not None and task is not None:
-                    progress.advance(task)
+            _run_sequential(variants, todo, sweep_dir, index, progress, task)
     finally:
         if progress is not None:
             progress.stop()
@@ -98,6 +72,42 @@ def run_sweep(variants: list[Variant], base_cfg: ExperimentConfig, *, quiet: boo
     if plot:
         _plot_sweep(sweep_dir, index)
     return sweep_dir
+
+
+def _open_sweep(variants: list[Variant], base_cfg: ExperimentConfig, resume: Path | None
+                ) -> tuple[Path, dict[str, Any]]:
+    """A new sweep folder with its index (and sweep.toml), or the folder being resumed."""
+    if resume is not None:
+        sweep_dir = Path(resume)
+        index = _resume_index(sweep_dir, variants)
+    else:
+        sweep_dir = new_sweep_dir(base_cfg.output.dir, base_cfg.name)
+        index = {
+            "name": base_cfg.name,
+            "created": datetime.now(UTC).isoformat(),
+            "total": len(variants),
+            "keys": base_cfg.sweep,
+            "variants": [{"id": v.id, "assignments": v.assignments, "run_dir": None, "status": "pending"}
+                         for v in variants],
+        }
+        atomic_write_text(sweep_dir / "sweep.toml", tomli_w.dumps(to_toml_dict(base_cfg)))
+    _write_index(sweep_dir, index)
+    return sweep_dir, index
+
+
+def _run_sequential(variants: list[Variant], todo: list[int], sweep_dir: Path, index: dict[str, Any],
+                    progress: Any, task: Any) -> None:
+    """The unfinished variants one after another in this process."""
+    for i in todo:
+        variant, entry = variants[i], index["variants"][i]
+        if progress is not None and task is not None:
+            progress.update(task, current=variant.id)
+        entry.update(status="running", run_dir=None)
+        entry.pop("error", None)
+        _write_index(sweep_dir, index)
+        _run_variant(variant, sweep_dir, entry, index)
+        if progress is not None and task is not None:
+            progress.advance(task)
 
 
 def _run_parallel(variants: list[Variant], todo: list[int], base_cfg: ExperimentConfig, sweep_dir: Path,

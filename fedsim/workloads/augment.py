@@ -7,7 +7,7 @@ position, noise) comes only from the (CPU) ``torch.Generator`` passed in, and is
 images' device; fedsim builds it from
 stream ``"augment"`` keyed by (global step, UE), so the same seed gives the same batch.
 
-Magnitude 1 means (reference §1.5, "augmentations for small grayscale digits"): shift by 15%
+Magnitude 1 means (ranges chosen for small grayscale digits): shift by 15%
 of the side (±4 px on 28x28), rotate by 30°, shear by 0.3, cut out a square of half the side,
 brightness ±0.4, contrast ×(1 ± 0.6), Gaussian noise of std 0.2. No flips (digits).
 

@@ -1,5 +1,6 @@
 """``mnist-augsearch`` / ``digits-augsearch``: the image CNNs with a federated augmentation-policy
-search (reference §1.3, §1.5, estimator A) and optional MoEx (§5).
+search (AutoAugment-style sub-policies learned by REINFORCE on a validation reward, the augmentation half
+of DAAS) and optional MoEx (Li et al., CVPR 2021).
 
 Flat vector ``w = [θ (CNN, as in mnist-cnn / digits-cnn) | β (policy logits, P)]``: both go
 through the strategy and channel, so β is averaged like the weights (a global policy). The
@@ -38,7 +39,7 @@ _MOEX_LAYER = {"stem": 3, "block2": 6}  # index into the nn.Sequential after whi
 
 
 class AugmentSection(BaseModel):
-    """Input-space augmentation policy (§1.3)."""
+    """Input-space augmentation policy (AutoAugment-style sub-policies, searched by REINFORCE)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,7 +57,8 @@ class AugmentSection(BaseModel):
 
 
 class MoexSection(BaseModel):
-    """Moment Exchange (§5); defaults from ``Boyiliee/MoEx`` (PONO at the stem, λ 0.9, p 1.0)."""
+    """Moment Exchange (MoEx, Li et al., CVPR 2021); defaults from ``Boyiliee/MoEx`` (PONO at the stem,
+    λ 0.9, p 1.0)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -121,7 +123,7 @@ def policy_stats(space: PolicySpace, beta: torch.Tensor) -> dict[str, float]:
 
 @dataclass
 class ReinforceStats:
-    """A UE's local REINFORCE statistics (estimator A): baseline b, running mean square of the
+    """A UE's local REINFORCE statistics (validation-reward estimator): baseline b, running mean square of the
     advantage and reward count; kept in ``state`` under ``aug.baseline``/``aug.adv_ms``/``aug.count``."""
 
     baseline: float = 0.0

@@ -1,4 +1,5 @@
-"""Federated mixture-of-experts language model: Switch routing vs StableMoE (workloads.md §2).
+"""Federated mixture-of-experts language model: Switch routing vs StableMoE
+(Switch Transformer: Fedus et al.; StableMoE: Dai et al., ACL 2022).
 
 Model: a pre-LN causal Transformer on flat parameter views (token + position embeddings,
 ``num_layers`` blocks of multi-head attention and a feed-forward sublayer, tied output head).
@@ -13,11 +14,11 @@ Routers (routing features = h_t, the input of the MoE sublayer):
 - ``stablemoe`` stage 1 (global step < ``stage2_step``): s_t = E h_t, a_t = argmax s_t,
   g_t = σ(s_{t,a_t}); loss L_task + α_bal L_bal + α_dis L_dis with
   L_bal = (1/n) Σ_i ((|A_i| - n̄)/n̄) Σ_{t∈A_i} σ(s_{t,i}) and
-  L_dis = (1/n) Σ_t -log softmax(Ê R[x_t])[a_t] (target under no_grad). The reference sums
+  L_dis = (1/n) Σ_t -log softmax(Ê R[x_t])[a_t] (target under no_grad). The StableMoE code sums
   over tokens; both are divided by n here, like the per-token mean task loss, so α keeps its
   meaning. Stage 2: a_t = argmax Ê R[x_t] (a function of the token id only), g_t = σ(s_{t,a_t}),
   loss L_task; R and Ê get exactly zero gradient. Evaluation always routes StableMoE with the
-  distilled router (as the reference code does in stage 1 as well).
+  distilled router (as the StableMoE code does in stage 1 as well).
 
 Everything (backbone, experts, W_r or E, R, Ê) lives in the flat vector ``w`` and is averaged
 by the strategy. Adam moments (``optimizer = "adam"``) stay on the UE. Routing decisions stay
@@ -37,6 +38,16 @@ from pydantic import Field, model_validator
 from channels.rng import torch_generator
 from fedsim.errors import ConfigError
 from fedsim.workloads.base import LrFn, Workload, WorkloadConfig
+from fedsim.workloads.moe_parts import (
+    capacity_keep,
+    distill_loss,
+    expert_ffn,
+    param_spec,
+    routing_metrics,
+    sigmoid_gate,
+    stablemoe_balance_loss,
+    switch_balance_loss,
+)
 from fedsim.workloads.tokens import (
     load_char_corpus,
     make_source,
@@ -119,62 +130,6 @@ class MoeLmConfig(WorkloadConfig):
 # ------------------------------------------------------------------------------ pure pieces
 
 
-def stablemoe_balance_loss(s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """L_bal = (1/n) Σ_i ((|A_i| - n̄)/n̄) Σ_{t∈A_i} σ(s_{t,i}) for scores ``s [n, N]``, experts ``a [n]``.
-
-    The load ratio is a constant (counts carry no gradient); gradients reach s only at (t, a_t).
-    """
-    n, N = s.shape
-    counts = torch.bincount(a, minlength=N).to(s.dtype)
-    nbar = n / N
-    ratio = (counts - nbar) / nbar
-    return (ratio[a] * torch.sigmoid(s.gather(1, a[:, None]).squeeze(1))).sum() / n
-
-
-def switch_balance_loss(probs: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Switch Transformer's N Σ_i f_i P_i for router probabilities ``probs [n, N]`` and ``a [n]``."""
-    n, N = probs.shape
-    f = torch.bincount(a, minlength=N).to(probs.dtype) / n
-    return N * (f * probs.mean(0)).sum()
-
-
-def distill_loss(s_hat: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """L_dis = (1/n) Σ_t -log softmax(ŝ_t)[a_t] for distilled scores ``s_hat [n, N]``, targets ``a [n]``."""
-    return F.cross_entropy(s_hat, a)
-
-
-def sigmoid_gate(s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """StableMoE's gate σ(s_{t,a_t}), ``[n]``."""
-    return torch.sigmoid(s.gather(1, a[:, None]).squeeze(1))
-
-
-def capacity_keep(a: torch.Tensor, num_experts: int, capacity_factor: float) -> torch.Tensor:
-    """``[n]`` 0/1 mask: a token is kept if fewer than ceil(cf n / N) earlier tokens chose its expert."""
-    if capacity_factor <= 0:
-        return torch.ones(a.shape, dtype=torch.bool)
-    cap = math.ceil(capacity_factor * a.numel() / num_experts)
-    onehot = F.one_hot(a, num_experts)
-    pos = (onehot.cumsum(0) * onehot).sum(1)  # 1-based rank of the token within its expert
-    return pos <= cap
-
-
-def expert_ffn(z: torch.Tensor, a: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-               b2: torch.Tensor) -> torch.Tensor:
-    """FFN_{a_t}(z_t) for ``z [n, d]``, ``a [n]``, experts ``w1 [N, d, f]``, ``b1 [N, f]``, ``w2 [N, f, d]``,
-    ``b2 [N, d]``. Gathers each token's expert weights (small N, d: simpler than dispatch)."""
-    hid = F.gelu(torch.einsum("nd,ndf->nf", z, w1[a]) + b1[a])
-    return torch.einsum("nf,nfd->nd", hid, w2[a]) + b2[a]
-
-
-def coefficient_of_variation(counts: torch.Tensor) -> float:
-    """std/mean (population std) of load ``counts [N]``."""
-    c = counts.to(torch.float64)
-    return float(c.std(unbiased=False) / c.mean()) if float(c.mean()) > 0 else 0.0
-
-
-# ------------------------------------------------------------------------------ workload
-
-
 class MoeLm(Workload):
     """See the module docstring. Analytics state (the probe routing of the last ``evaluate``)
     lives on this object, which persists in the server process between rounds."""
@@ -253,29 +208,7 @@ class MoeLm(Workload):
 
     # -- parameters -----------------------------------------------------------------------
     def _build_layout(self) -> None:
-        c, V, d = self.cfg, self.V, self.cfg.d_model
-        N, f = c.num_experts, c.d_ff
-        spec: list[tuple[str, tuple[int, ...], str]] = [
-            ("tok_emb", (V, d), "normal"), ("pos_emb", (c.seq_len, d), "normal")]
-        for i in range(c.num_layers):
-            p = f"l{i}."
-            spec += [(p + "ln1.w", (d,), "ones"), (p + "ln1.b", (d,), "zeros"),
-                     (p + "qkv", (d, 3 * d), "normal"), (p + "qkv_b", (3 * d,), "zeros"),
-                     (p + "proj", (d, d), "normal"), (p + "proj_b", (d,), "zeros"),
-                     (p + "ln2.w", (d,), "ones"), (p + "ln2.b", (d,), "zeros")]
-            if i in c.moe_layers:
-                spec += [(p + "w1", (N, d, f), "normal"), (p + "b1", (N, f), "zeros"),
-                         (p + "w2", (N, f, d), "zeros"), (p + "b2", (N, d), "zeros")]
-                if c.router == "switch":
-                    spec.append((p + "router", (N, d), "normal"))
-                else:
-                    spec += [(p + "centroids", (N, d), "orthogonal"),
-                             (p + "dr.emb", (V, c.router_dim), "embedding"),
-                             (p + "dr.centroids", (N, c.router_dim), "orthogonal")]
-            else:
-                spec += [(p + "ff1", (d, f), "normal"), (p + "ff1_b", (f,), "zeros"),
-                         (p + "ff2", (f, d), "normal"), (p + "ff2_b", (d,), "zeros")]
-        spec += [("lnf.w", (d,), "ones"), ("lnf.b", (d,), "zeros"), ("head_b", (V,), "zeros")]
+        spec = param_spec(self.cfg, self.V)
         self._spec = spec
         self._sizes = [math.prod(s) for _, s, _ in spec]
         self.dim = sum(self._sizes)
@@ -426,19 +359,7 @@ class MoeLm(Workload):
         return ce, torch.stack(routes, 1)
 
     def _metrics(self, ce: float, routes: torch.Tensor) -> dict[str, float | list]:
-        N, T = self.cfg.num_experts, self.cfg.seq_len - 1
-        loads = torch.stack([torch.bincount(routes[:, j], minlength=N) for j in range(routes.shape[1])])
-        owner = self.test_owner.repeat_interleave(T)
-        ue_load = torch.zeros(self.num_ues, N, dtype=torch.int64)
-        ue_load.index_put_((owner[:, None].expand_as(routes).reshape(-1), routes.reshape(-1)),
-                           torch.ones(routes.numel(), dtype=torch.int64), accumulate=True)
-        row: dict[str, float | list] = {
-            "loss": ce,
-            "perplexity": math.exp(ce),
-            "expert_load_cv": float(np.mean([coefficient_of_variation(lo) for lo in loads])),
-            "ue_load_cv_mean": float(np.mean([coefficient_of_variation(lo) for lo in ue_load])),
-            "ue_expert_load": ue_load.tolist(),
-        }
+        row = routing_metrics(ce, routes, self.test_owner, self.num_ues, self.cfg.num_experts, self.cfg.seq_len - 1)
         if self.floor is not None:
             row.update(loss_floor=self.floor, ppl_floor=math.exp(self.floor), loss_floor_upper=self.floor_upper)
         return row

@@ -1,4 +1,4 @@
-"""Moment Exchange (MoEx, Li et al. CVPR 2021; reference §5, code ``Boyiliee/MoEx`` ``moex.py``).
+"""Moment Exchange (MoEx, Li et al., CVPR 2021; official code ``Boyiliee/MoEx``, ``moex.py``).
 
 At one layer, every sample A takes the per-instance normalisation moments of a partner π(A):
 

@@ -60,41 +60,13 @@ def partition_indices(
     """
     # Imported here: `datasets` is slow to import and only image workloads need it.
     import datasets
-    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, ShardPartitioner
 
     labels = np.asarray(labels, dtype=np.int64)
     n = labels.shape[0]
     if num_ues > n:
         raise ConfigError(f"num_ues={num_ues} exceeds the {n} training examples; lower num_ues")
-    part_seed = seed_int(seed, "data", 1)
-    if scheme == "iid":
-        partitioner = IidPartitioner(num_partitions=num_ues)
-    elif scheme == "dirichlet":
-        partitioner = DirichletPartitioner(
-            num_partitions=num_ues,
-            partition_by="label",
-            alpha=float(dirichlet_alpha),
-            min_partition_size=min_partition_size,
-            self_balancing=False,
-            shuffle=True,
-            seed=part_seed,
-        )
-    elif scheme == "shards":
-        if num_ues * shards_per_ue > n:
-            raise ConfigError(
-                f"shards: num_ues * shards_per_ue = {num_ues * shards_per_ue} exceeds the {n} "
-                "training examples; lower num_ues or shards_per_ue"
-            )
-        partitioner = ShardPartitioner(
-            num_partitions=num_ues,
-            partition_by="label",
-            num_shards_per_partition=shards_per_ue,
-            shuffle=True,
-            seed=part_seed,
-        )
-    else:  # pragma: no cover - the config's Literal prevents this
-        raise ConfigError(f"unknown partition scheme {scheme!r}; use iid, dirichlet or shards")
-
+    partitioner = _partitioner(scheme, n, num_ues, seed_int(seed, "data", 1), dirichlet_alpha, shards_per_ue,
+                               min_partition_size)
     # IidPartitioner cuts contiguous blocks in the given order, so hand it a shuffled order.
     order = numpy_generator(seed, "data", 1).permutation(n) if scheme == "iid" else np.arange(n)
     partitioner.dataset = datasets.Dataset.from_dict({"idx": order, "label": labels[order]})
@@ -113,6 +85,26 @@ def partition_indices(
             f"partition {scheme!r} left UE(s) {small[:5]} with fewer than {min_partition_size} examples; lower num_ues"
         )
     return parts
+
+
+def _partitioner(scheme: str, n: int, num_ues: int, part_seed: int, dirichlet_alpha: float, shards_per_ue: int,
+                 min_partition_size: int) -> object:
+    """The flwr-datasets partitioner of ``scheme`` (ConfigError when it cannot split n examples)."""
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, ShardPartitioner
+
+    if scheme == "iid":
+        return IidPartitioner(num_partitions=num_ues)
+    if scheme == "dirichlet":
+        return DirichletPartitioner(num_partitions=num_ues, partition_by="label", alpha=float(dirichlet_alpha),
+                                    min_partition_size=min_partition_size, self_balancing=False, shuffle=True,
+                                    seed=part_seed)
+    if scheme == "shards":
+        if num_ues * shards_per_ue > n:
+            raise ConfigError(f"shards: num_ues * shards_per_ue = {num_ues * shards_per_ue} exceeds the {n} "
+                              "training examples; lower num_ues or shards_per_ue")
+        return ShardPartitioner(num_partitions=num_ues, partition_by="label", num_shards_per_partition=shards_per_ue,
+                                shuffle=True, seed=part_seed)
+    raise ConfigError(f"unknown partition scheme {scheme!r}; use iid, dirichlet or shards")
 
 
 def holdout_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

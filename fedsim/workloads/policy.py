@@ -1,4 +1,5 @@
-"""A categorical augmentation policy and its REINFORCE estimator (reference §1.3, estimator A).
+"""A categorical augmentation policy and its REINFORCE estimator (AutoAugment-style
+sub-policies; score-function gradient of a per-batch validation reward, as in DAAS's policy search).
 
 The search space holds K sub-policies, each a fixed pair of ops ``(o1, o2)``; the policy
 β (one flat logit vector, ``[P]`` with P = K + 2K + 2KM) parameterises

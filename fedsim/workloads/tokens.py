@@ -1,7 +1,7 @@
 """Token data for the MoE language model: a topic-Markov source with a known floor, or a text file.
 
-Topic-Markov language (reference workloads.md §10.2). V tokens, M topics; topic m owns the
-vocabulary slice ``[m V/M, (m+1) V/M)``. Its transition matrix is
+Topic-Markov language (a synthetic source built for fedsim; docs/explanation/workloads.md). V tokens,
+M topics; topic m owns the vocabulary slice ``[m V/M, (m+1) V/M)``. Its transition matrix is
 
     P_m(i, :) = (1 - leak) [(1 - mix) B_m(i, :) + mix u_m] + leak / V
 

@@ -1,4 +1,5 @@
-"""Receivers, fading and power control (reference §2.2–§2.5, §8 items 3–5)."""
+"""Receivers, fading and power control (model §2.2–§2.5, §8 items 3–5;
+§ numbers: docs/explanation/model.md)."""
 
 from __future__ import annotations
 

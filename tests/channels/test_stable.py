@@ -1,4 +1,5 @@
-"""SαS and positive-stable samplers against scipy and the facts of reference §2.4/§8."""
+"""SαS and positive-stable samplers against scipy and the facts of model §2.4/§8
+(§ numbers: docs/explanation/model.md)."""
 
 from __future__ import annotations
 

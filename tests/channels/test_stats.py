@@ -1,4 +1,4 @@
-"""Distribution facts and estimators (reference §2.4, §8 items 2–3)."""
+"""Distribution facts and estimators (model §2.4, §8 items 2–3; § numbers: docs/explanation/model.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests of fedsim.analytics against printed reference values and Monte-Carlo (§4, §5, §8)."""
+"""Tests of fedsim.analytics against printed reference values and Monte-Carlo (model §4, §5, §8;
+§ numbers: docs/explanation/model.md)."""
 
 from __future__ import annotations
 

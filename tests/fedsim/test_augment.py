@@ -1,4 +1,4 @@
-"""Augmentation ops, the REINFORCE policy search, MoEx, and the augsearch workload end to end (issue 7)."""
+"""Augmentation ops, the REINFORCE policy search, MoEx, and the augsearch workload end to end."""
 
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def test_p_zero_and_no_policy_recover_plain_training_exactly() -> None:
 
 
 def test_lambda_one_keeps_own_labels() -> None:
-    """λ = 1 drops the partner-label term; the features are still exchanged (reference §5.1)."""
+    """λ = 1 drops the partner-label term; the features are still exchanged (as in MoEx's ``moex.py``)."""
     wl = _digits(augment={"policy": "none"}, moex={"enabled": True, "lam": 1.0})
     theta = wl.init_params()
     x, y, perm, _ = wl.batch(0, 3, theta[:0])
@@ -215,7 +215,7 @@ def test_policy_logits_travel_baseline_stays_local() -> None:
 # images held out for testing (~46 training images per UE), 40 rounds x 20 local steps. Measured (seeds 0-2):
 # no augmentation 0.911 / 0.898 / 0.898, searched policy 0.872 / 0.908 / 0.899; medians 0.8985 vs 0.8991,
 # the searched policy is 0.07 points better. In a short schedule on 4x the data (test_fraction 0.2, 10 rounds)
-# it was 6.1 points worse (README, augmentation section).
+# it was 6.1 points worse (docs/results/augmentation.md).
 
 
 def _final_accuracy(tmp_path: Path, policy: str, seed: int) -> float:

@@ -1,4 +1,4 @@
-"""The inline engine's batched path (``engine.batched``, issue 10 item 2): the UEs of a round
+"""The inline engine's batched path (``engine.batched``): the UEs of a round
 train together through vectorised gradients and give the per-UE path's numbers."""
 
 from __future__ import annotations

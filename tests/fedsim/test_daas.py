@@ -1,4 +1,4 @@
-"""DAAS: the joint architecture + augmentation-policy search in ``nas-gdas`` (issue 7, item 3)."""
+"""DAAS: the joint architecture + augmentation-policy search in ``nas-gdas``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hostile and bad input (issue 9 item 4): a clear message, exit code 2, nothing written.
+"""Hostile and bad input: a clear message, exit code 2, nothing written.
 Malformed TOML, NaN/inf and negative counts are covered in test_config.py."""
 
 from __future__ import annotations

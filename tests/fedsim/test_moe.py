@@ -1,5 +1,6 @@
-"""Federated MoE language model (workloads.md §2, §10.2): losses against direct computations,
-the topic-Markov floor, gradients, StableMoE's frozen stage 2, and Switch vs StableMoE end to end."""
+"""Federated MoE language model (StableMoE: Dai et al., ACL 2022; topic-Markov tokens): losses against
+direct computations, the topic-Markov floor, gradients, StableMoE's frozen stage 2, and Switch vs
+StableMoE end to end."""
 
 from __future__ import annotations
 

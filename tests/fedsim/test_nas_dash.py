@@ -1,4 +1,4 @@
-"""nas-dash (issue 6, reference §4): the Fourier-domain (k, d) mixture and the federated DASH workload."""
+"""nas-dash (DASH: Shen et al., NeurIPS 2022): the Fourier-domain (k, d) mixture and the federated DASH workload."""
 
 from __future__ import annotations
 

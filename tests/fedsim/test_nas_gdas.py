@@ -1,4 +1,4 @@
-"""``nas-gdas``: Gumbel single-path sampling, the cell space, genotypes and the workload (issue 6)."""
+"""``nas-gdas``: Gumbel single-path sampling, the cell space, genotypes and the workload."""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ def test_mc_feasible_mass_and_its_gradient_are_unbiased() -> None:
     assert abs(float(p_hat.detach().mean()) - p_exact.item()) < 4 * float(se)
     # per-sample gradient 1[z∈V] ∇log π(z) = 1[z∈V] (onehot(z) − softmax θ): its standard error
     per = (torch.nn.functional.one_hot(z.reshape(-1, L), C) - torch.softmax(theta, -1)) * ok.reshape(-1, 1, 1)
-    assert torch.allclose(per.mean(0), g_hat, atol=1e-9)  # autograd of P̂ = the §3.2 formula
+    assert torch.allclose(per.mean(0), g_hat, atol=1e-9)  # autograd of P̂ = TabNAS's formula
     se_g = per.std(0) / (M * N) ** 0.5
     assert bool(((g_hat - g_exact).abs() <= 4.5 * se_g + 1e-6).all()), (g_hat, g_exact)
 

@@ -1,4 +1,4 @@
-"""Reliability (issue 9): checkpoint/resume identity, fault injection, divergence, Ray faults,
+"""Reliability: checkpoint/resume identity, fault injection, divergence, Ray faults,
 concurrency. Hostile input lives in test_hostile_input.py."""
 
 from __future__ import annotations
@@ -129,8 +129,8 @@ def test_sigkill_and_resume_identical_inline(tmp_path: Path) -> None:
     assert summary["status"] == "completed" and summary["resumed"] == 1
 
 
-# Not marked slow on purpose: issue 9 asks for the kill-and-resume and actor-death tests in CI
-# while they take < 3 minutes together (this one ~60-90 s on 2 cores).
+# Not marked slow on purpose: the kill-and-resume and actor-death tests must run in CI, which they
+# can while they take < 3 minutes together (this one ~60-90 s on 2 cores).
 def test_sigkill_and_resume_identical_ray(tmp_path: Path) -> None:
     """The same on the Ray engine; the resumed half runs on Ray too and must equal inline."""
     extra = ["rounds=30", "strategy.name='serverfree-relay'", *NOISY]

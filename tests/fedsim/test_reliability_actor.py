@@ -1,4 +1,4 @@
-"""A Ray client actor killed by its PID mid-round does not lose the run (issue 9, item 5)."""
+"""A Ray client actor killed by its PID mid-round does not lose the run."""
 
 from __future__ import annotations
 

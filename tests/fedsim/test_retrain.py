@@ -1,4 +1,4 @@
-"""The search -> derive -> retrain phase the runner adds to architecture searches (issue 6)."""
+"""The search -> derive -> retrain phase the runner adds to architecture searches."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scale: 1,000 UEs server-free on the inline engine (issue 10; slow, listed in the README)."""
+"""Scale: 1,000 UEs server-free on the inline engine (slow; listed in docs/testing.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Exact algorithm equivalences of reference §8 items 6-8 and the run-time checks of item 15,
-run end to end through the Flower apps on the inline engine."""
+"""Exact algorithm equivalences of model §8 items 6-8 and the run-time checks of item 15,
+run end to end through the Flower apps on the inline engine (§ numbers: docs/explanation/model.md)."""
 
 from __future__ import annotations
 

@@ -1,2 +1,2 @@
-"""Federated neural architecture search workloads (issue 6): ``nas-gdas``, ``nas-dash`` and
+"""Federated neural architecture search workloads: ``nas-gdas``, ``nas-dash`` and
 ``nas-tabnas``, built from the separate parts in :mod:`fedsim.workloads.nas.taxonomy`."""

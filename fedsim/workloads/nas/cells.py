@@ -1,5 +1,6 @@
-"""The DARTS/GDAS cell search space of ``nas-gdas`` (reference §1.2, §1.5): ops, the cell DAG, the
-flat parameter layout, genotype derivation and random architectures. Pure torch, no data.
+"""The DARTS/GDAS cell search space of ``nas-gdas`` (GDAS: Dong & Yang, CVPR 2019, scaled down for CPU):
+ops, the cell DAG, the flat parameter layout, genotype derivation and random architectures. Pure torch,
+no data.
 
 Network: stem conv3x3 (1 → C, stride 1 on 8×8 digits, 2 on 28×28 MNIST) + norm, then ``cells``
 cells, then ReLU, global average pool and a linear classifier. Cell c takes the outputs of cells

@@ -1,4 +1,4 @@
-"""The TabNAS controller (reference §3.2): a factorised categorical policy over L layer widths,
+"""The TabNAS controller (Yang et al., NeurIPS 2022): a factorised categorical policy over L layer widths,
 rejection sampling from π_θ(·|V), the Monte-Carlo estimate P̂(V) of the feasible mass and the
 REINFORCE step with the rejection-sampling correction. Pure torch, no workload.
 
@@ -11,7 +11,7 @@ vectorised callable ``idx [n, L] -> bool [n]`` (T(y) ≤ T0 needs no data).
     ℒ = −(Q − Q̄) [log π_θ(y) − log P̂(V)]
 
 P̂(V)'s value is the feasible fraction of the z_k and its gradient is (1/N) Σ_k 1[z_k∈V] ∇log π_θ(z_k),
-so ∇log P̂(V) = Σ_k 1[z_k∈V] ∇log π_θ(z_k) / Σ_k 1[z_k∈V], the §3.2 estimate of ∇log P(V).
+so ∇log P̂(V) = Σ_k 1[z_k∈V] ∇log π_θ(z_k) / Σ_k 1[z_k∈V], TabNAS's estimate of ∇log P(V).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def reinforce_step(theta: torch.Tensor, y: torch.Tensor, advantage: float, z: to
                    z_feasible: torch.Tensor, lr: float) -> torch.Tensor:
     """One plain-SGD step ``θ − lr ∇ℒ``; returns a new detached ``[L, C]`` tensor.
 
-    SGD (not the reference's Adam) because the step is then linear in the advantage: averaging
+    SGD (not TabNAS's Adam) because the step is then linear in the advantage: averaging
     the θ of UEs that share θ, y and z equals one step with the averaged advantage."""
     th = theta.detach().clone().requires_grad_(True)
     (g,) = torch.autograd.grad(surrogate_loss(th, y, advantage, z, z_feasible), th)

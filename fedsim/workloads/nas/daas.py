@@ -1,5 +1,5 @@
-"""DAAS in ``nas-gdas``: joint architecture + augmentation-policy search (reference §1.1–§1.5),
-switched on by ``workload.augment.policy = "search"``.
+"""DAAS in ``nas-gdas``: joint architecture + augmentation-policy search (DAAS: Wang et al.,
+arXiv 2109.15273, made federated), switched on by ``workload.augment.policy = "search"``.
 
 Flat vector ``w = [θ | α | β]``: supernet weights, architecture logits (GDAS, :mod:`.gdas`) and the
 augmentation-policy logits (:mod:`fedsim.workloads.policy`); all three are averaged by the

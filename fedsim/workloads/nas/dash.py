@@ -1,14 +1,15 @@
 """``nas-dash``: federated DASH, a kernel-size × dilation search through a Fourier-domain mixture
-(reference §4, §11 "Fed-DASH").
+(DASH: Shen et al., NeurIPS 2022), federated and sized for CPU.
 
 Backbone (fixed): L convs (``channels``), each followed by ReLU and max-pooling (×2 per axis in 2-D,
 ×4 in 1-D), then a linear head on the flattened features. Input: mnist_5k (or digits) as 28×28
 images (``dims = 2``) or as 784-long sequences (``dims = 1``, optionally with a fixed seeded pixel
 permutation, stream ``"permutation"``, where long dilations are needed). Every conv is searched over
 (k, d) ∈ K × D (defaults: 2-D K = (3, 5, 7), D = (1, 2, 4); 1-D K = (3, 7, 11), D = (1, 3, 7); keep
-#K·#D ≤ 9 on CPU, §4.4) with separate weights per candidate and one bias per layer; α per layer.
+#K·#D ≤ 9 on CPU: search-time traffic is #K·#D times a plain conv's) with separate weights per
+candidate and one bias per layer; α per layer.
 
-Search (``arch`` unset; single-level, estimator "train", §4.3), per local step s on UE n:
+Search (``arch`` unset; single-level as in DASH, estimator "train"), per local step s on UE n:
 
     c_l = softmax((log_softmax(α_l) + Gumbel) / τ)          stream "gumbel", key (s, n); soft, τ = 1
     conv_l(x) = fourier_conv(x, Σ_{k,d} c_l[k,d] · centerpad(dil_d(w_l[k,d])))      (or "explicit")
@@ -17,7 +18,7 @@ Search (``arch`` unset; single-level, estimator "train", §4.3), per local step 
     α ← α − arch_lr · Nesterov-momentum(g)                  momentum buffer in ``state`` (local)
 
 Flat vector ``w = [all candidate weights | conv biases, head | α]``: everything in w (all per-(k, d)
-kernels and α) is averaged by the strategy / channel (§4.4); the Gumbel noise and the α momentum stay
+kernels and α) is averaged by the strategy / channel; the Gumbel noise and the α momentum stay
 on the UE. ``search_strategy = "random"`` trains a uniformly drawn single path per step (weight
 sharing) and never updates α. The derived architecture is argmax α per layer; with ``arch`` set the
 workload trains that discrete child (plain convs, 'same' padding) with plain SGD from scratch.
@@ -31,26 +32,23 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
-from torch import nn
 from torch.func import functional_call
 
 from channels.rng import torch_generator
 from fedsim.workloads.base import LrFn, Workload
 from fedsim.workloads.images import IMAGE_SIDE, NUM_CLASSES, DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
 from fedsim.workloads.nas.budget import BudgetFields, check_fits, layered_derive_within, within
+from fedsim.workloads.nas.dash_space import POOL, DashSpace, kaiming, validate_arch
 from fedsim.workloads.nas.fourier import aggregate_kernel, direct_conv, explicit_mixture, fourier_conv, receptive_field
-from fedsim.workloads.nas.resources import Resources, count_params, measure
+from fedsim.workloads.nas.resources import count_params
 from fedsim.workloads.nas.taxonomy import (
     Architecture,
-    Decision,
     Estimator,
     MixtureStrategy,
     RandomStrategy,
-    SearchSpace,
 )
 
 DEFAULT_SETS = {2: ((3, 5, 7), (1, 2, 4)), 1: ((3, 7, 11), (1, 3, 7))}  # (K, D) per dims
-POOL = {1: 4, 2: 2}
 _EVAL_CHUNK = 1000
 _MOMENTUM_KEY = "dash.alpha_momentum"
 
@@ -118,87 +116,6 @@ def input_size(cfg: DashConfig) -> tuple[int, ...]:
     """The network's input: side × side images or side² sequences."""
     side = IMAGE_SIDE[cfg.dataset]
     return (side, side) if cfg.dims == 2 else (side * side,)
-
-
-def validate_arch(arch: dict[str, Any], layers: int, K: tuple[int, ...], D: tuple[int, ...]) -> None:
-    """Raise ValueError naming the key and the allowed values unless ``arch`` picks a (k, d) ∈ K × D
-    for each of conv0 .. conv{layers-1}."""
-    names = [f"conv{i}" for i in range(layers)]
-    unknown = [k for k in arch if k not in names]
-    if unknown:
-        raise ValueError(f"arch: unknown decision {unknown[0]!r}; the decisions are {names}")
-    for n in names:
-        v = arch.get(n)
-        if not isinstance(v, dict) or set(v) != {"kernel", "dilation"}:
-            raise ValueError(f"arch[{n!r}] must be {{'kernel': k, 'dilation': d}}, got {v!r}")
-        if v["kernel"] not in K:
-            raise ValueError(f"arch[{n!r}]['kernel'] = {v['kernel']!r} is not one of the allowed kernels {list(K)}")
-        if v["dilation"] not in D:
-            raise ValueError(f"arch[{n!r}]['dilation'] = {v['dilation']!r} is not one of the allowed dilations "
-                             f"{list(D)}")
-
-
-def _kaiming(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
-    """He-normal conv init, std sqrt(2 / fan_in) (our backbone has no BatchNorm, so DASH's N(0, 0.01)
-    would shrink the signal by ~10x per layer)."""
-    return torch.randn(shape, generator=g) * math.sqrt(2.0 / math.prod(shape[1:]))
-
-
-class DashSpace(SearchSpace):
-    """L decisions ``conv{l}`` over the labels ``{"kernel": k, "dilation": d}``, (k, d) ∈ K × D."""
-
-    def __init__(self, cfg: DashConfig, in_size: tuple[int, ...]) -> None:
-        self.cfg, self.dims, self.in_size = cfg, cfg.dims, in_size
-        self.pairs = [(k, d) for k in cfg.kernel_set for d in cfg.dilation_set]
-        self.decisions = tuple(Decision(f"conv{i}", tuple({"kernel": k, "dilation": d} for k, d in self.pairs))
-                               for i in range(len(cfg.channels)))
-        out = in_size
-        for _ in cfg.channels:
-            out = tuple(n // POOL[self.dims] for n in out)
-        if min(out) < 1:
-            raise ValueError(f"{len(cfg.channels)} conv+pool layers shrink the {in_size} input to nothing")
-        self.out_size = out
-
-    def architecture(self, indices) -> Architecture:
-        return {k: dict(v) for k, v in super().architecture(indices).items()}  # copies, not the choices
-
-    def kd(self, arch: Architecture) -> list[tuple[int, int]]:
-        return [(arch[d.name]["kernel"], arch[d.name]["dilation"]) for d in self.decisions]
-
-    def meta_child(self, arch: Architecture) -> nn.Sequential:
-        """The discrete network of ``arch`` on the meta device (shapes only, no RNG)."""
-        conv, pool = (nn.Conv1d, nn.MaxPool1d) if self.dims == 1 else (nn.Conv2d, nn.MaxPool2d)
-        layers: list[nn.Module] = []
-        c_in = 1
-        with torch.device("meta"):
-            for c_out, (k, d) in zip(self.cfg.channels, self.kd(arch), strict=True):
-                layers += [conv(c_in, c_out, k, dilation=d, padding=d * (k - 1) // 2), nn.ReLU(), pool(POOL[self.dims])]
-                c_in = c_out
-            layers += [nn.Flatten(), nn.Linear(c_in * math.prod(self.out_size), NUM_CLASSES)]
-            return nn.Sequential(*layers)
-
-    def init_child(self, net: nn.Module, g: torch.Generator) -> torch.Tensor:
-        """Flat init of ``net``'s parameters: He-normal conv weights, U(±1/sqrt(fan_in)) head, zero biases."""
-        out = []
-        for name, p in net.named_parameters():
-            if name.endswith("bias"):
-                out.append(torch.zeros(p.numel()))
-            elif p.dim() > 2:
-                out.append(_kaiming(tuple(p.shape), g).flatten())
-            else:
-                out.append((2 * torch.rand(p.numel(), generator=g) - 1) / math.sqrt(p.shape[1]))
-        return torch.cat(out)
-
-    def child(self, arch: Architecture) -> nn.Module:
-        net = self.meta_child(arch).to_empty(device="cpu")
-        nn.utils.vector_to_parameters(self.init_child(net, torch_generator(0, "resources")), net.parameters())
-        return net
-
-    def example_input(self) -> torch.Tensor:
-        return torch.zeros(1, 1, *self.in_size)
-
-    def resources(self, arch: Architecture, *, latency: bool = True) -> Resources:
-        return measure(self.child(arch), self.example_input(), latency=latency)  # child() uses no global RNG
 
 
 class DashWorkload(Workload):
@@ -274,7 +191,7 @@ class DashWorkload(Workload):
 
     def init_params(self) -> torch.Tensor:
         """Stream "init": He-normal conv weights (each candidate), U(±1/sqrt(fan_in)) head, zero
-        biases, then α = 1e-3·N(0, 1) (§4.2)."""
+        biases, then α = 1e-3·N(0, 1) (DASH's initialisation)."""
         g = torch_generator(self.seed, "init")
         if self.fixed:
             return self.space.init_child(self.net, g)
@@ -285,7 +202,7 @@ class DashWorkload(Workload):
             elif name == "head.weight":
                 theta.append((2 * torch.rand(math.prod(shape), generator=g) - 1) / math.sqrt(shape[1]))
             else:
-                theta.append(_kaiming(shape, g).flatten())
+                theta.append(kaiming(shape, g).flatten())
         alpha = 1e-3 * torch.randn(self.alpha_dim, generator=g)
         return torch.cat([*theta, alpha]).to(self.dtype)
 
@@ -339,7 +256,7 @@ class DashWorkload(Workload):
         return torch.cat([g_theta, g_alpha])
 
     def arch_grad(self, g_alpha: torch.Tensor) -> torch.Tensor:
-        """§4.3: per layer ``g / (grad_scale·(‖g‖ + 1e-8)) + 1e-5·[d(k−1)+1]``."""
+        """DASH's arch-gradient processing, per layer ``g / (grad_scale·(‖g‖ + 1e-8)) + 1e-5·[d(k−1)+1]``."""
         g = g_alpha.view(self._layers, self._n)
         g = g / (self.cfg.grad_scale * (g.norm(dim=1, keepdim=True) + 1e-8)) + 1e-5 * self._rf
         return g.flatten()

@@ -1,4 +1,4 @@
-"""DASH's aggregated kernel and its Fourier-domain evaluation (reference §4.2), pure torch, 1-D and 2-D.
+"""DASH's aggregated kernel and its Fourier-domain evaluation (Shen et al., NeurIPS 2022), pure torch, 1-D and 2-D.
 
 A searched conv is the mixture ``Σ_{k,d} c_{k,d} · conv(x, w_{k,d}, dilation d)`` over kernel sizes ×
 dilations. Convolution is linear in the kernel, so the mixture equals one conv with the aggregated kernel

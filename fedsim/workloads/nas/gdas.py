@@ -1,5 +1,5 @@
-"""``nas-gdas``: federated single-path Gumbel-softmax architecture search (GDAS, reference §1.2;
-federated as FedNAS / Fed-DAAS, §1.5, §9) on 8×8 digits or 28×28 MNIST-5k.
+"""``nas-gdas``: federated single-path Gumbel-softmax architecture search (GDAS: Dong & Yang, CVPR
+2019; federated as in FedNAS, He et al. 2020: weights and α both averaged) on 8×8 digits or 28×28 MNIST-5k.
 
 Search space, ops and genotype format: :mod:`fedsim.workloads.nas.cells`. Flat vector
 ``w = [θ (supernet weights) | α (logits, [edges, |ops|] row-major)]``; both go through the
@@ -37,6 +37,7 @@ from channels.rng import torch_generator
 from fedsim.workloads.augsearch import ReinforceStats, augment_batch, policy_stats
 from fedsim.workloads.base import LrFn, Workload
 from fedsim.workloads.images import IMAGE_SIDE, DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
+from fedsim.workloads.nas.alpha_adam import AlphaAdam
 from fedsim.workloads.nas.budget import (
     BudgetFields,
     cell_conv_edge_budget,
@@ -249,7 +250,7 @@ class GdasWorkload(Workload):
         w = w.detach().to(self.dtype).clone()
         theta, alpha = self.split(w)
         beta = self.policy_part(w)
-        adam = _AlphaAdam.load(state, self.alpha_dim, self.cfg, self.device)
+        adam = AlphaAdam.load(state, self.alpha_dim, self.cfg, self.device)
         stats = ReinforceStats.load(state)
         for s in range(first_step, first_step + steps):
             gen = torch_generator(self.seed, "gumbel", s, ue)
@@ -384,29 +385,3 @@ class GdasWorkload(Workload):
         if params is None:
             return self.space.random_architecture(generator)
         return self.space.random_architecture_like(params, generator, tol=tol)
-
-
-class _AlphaAdam:
-    """Adam on α with L2 ``arch_weight_decay`` added to the gradient; its moments ``gdas.m``/
-    ``gdas.v`` and step count ``gdas.t`` live in the UE's ``state`` between rounds."""
-
-    def __init__(self, m: torch.Tensor, v: torch.Tensor, t: int, cfg: GdasConfig) -> None:
-        self.m, self.v, self.t, self.cfg = m, v, t, cfg
-
-    @classmethod
-    def load(cls, state: dict[str, torch.Tensor], dim: int, cfg: GdasConfig, device: torch.device) -> _AlphaAdam:
-        m = state.get("gdas.m", torch.zeros(dim, device=device)).clone()
-        v = state.get("gdas.v", torch.zeros(dim, device=device)).clone()
-        return cls(m, v, int(state["gdas.t"]) if "gdas.t" in state else 0, cfg)
-
-    def step(self, a: torch.Tensor, g: torch.Tensor) -> None:
-        """One Adam step on the flat α view ``a`` (in place) with gradient ``g``."""
-        (b1, b2), lam = self.cfg.arch_betas, self.cfg.arch_weight_decay
-        g = g + lam * a
-        self.t += 1
-        self.m.mul_(b1).add_(g, alpha=1 - b1)
-        self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        a.sub_(self.cfg.arch_lr * (self.m / (1 - b1**self.t)) / ((self.v / (1 - b2**self.t)).sqrt() + 1e-8))
-
-    def store(self, state: dict[str, torch.Tensor]) -> None:
-        state.update({"gdas.m": self.m, "gdas.v": self.v, "gdas.t": torch.tensor([self.t], dtype=torch.float64)})

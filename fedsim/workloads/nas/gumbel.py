@@ -21,7 +21,7 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator,
     ``h = softmax((log_softmax(α) + g) / τ)``. Returns ``(weights [..., n], index [...])`` where
     ``index = argmax h``. With ``hard`` the weights are the straight-through one-hot
     ``onehot(index) − sg(h) + h``: exactly one-hot in the forward pass, carrying the soft
-    gradient ∂h/∂α backwards (GDAS, reference §1.2); otherwise they are ``h`` (DASH, §4.2).
+    gradient ∂h/∂α backwards (GDAS: Dong & Yang, CVPR 2019); otherwise they are ``h`` (DASH: Shen et al., NeurIPS 2022).
     """
     if tau <= 0:
         raise ValueError(f"Gumbel temperature must be > 0, got {tau}")

@@ -1,5 +1,5 @@
-"""``nas-tabnas``: federated TabNAS (reference §3, federated variant 1 of §3.4), a resource-constrained
-RL controller that picks the hidden widths of an MLP on tabular data.
+"""``nas-tabnas``: federated TabNAS (Yang et al., NeurIPS 2022; one child per round, as if sampled by the
+server), a resource-constrained RL controller that picks the hidden widths of an MLP on tabular data.
 
 Search space: L hidden layers, width y_l ∈ ``widths`` per layer (decisions ``layer0``, ``layer1``, …
 labelled by the width). Weight-sharing supernet = the MLP with max(widths) units per layer; child y
@@ -21,15 +21,16 @@ Round r on UE k (all UEs received the same w and share ``first_step`` s_r):
    bias-corrected EMA baseline (num/den in ``state``) is updated with Q_k, Q̄_k = num/den.
 4. After the warm-up (``warmup_fraction`` of ``total_steps``, rewards of a barely trained supernet
    are noise) one plain-SGD step on θ: ℒ = −(Q_k − Q̄_k)[log π_θ(y_r) − log P̂(V)], P̂(V) from N =
-   ``mc_samples`` draws z ~ π_θ of ``torch_generator(seed, "controller-mc", s_r)`` (§3.2).
+   ``mc_samples`` draws z ~ π_θ of ``torch_generator(seed, "controller-mc", s_r)`` (TabNAS's Monte-Carlo estimate).
 
-Why this is the server-side controller of §3.4: the gradient G = ∇[log π_θ(y_r) − log P̂(V)] is the
-same on every UE (same θ, y_r, z), so θ_k = θ − η(Q_k − Q̄_k)G and Σ_k q_k θ_k = θ − η(Q − Q̄)G with
-Q = Σ q_k Q_k and Q̄ = Σ q_k Q̄_k: one controller step with the averaged reward. Q̄ is then the EMA of
-the averaged rewards, because the bias-corrected EMA is linear in the rewards and all UEs share den.
+Why this is a server-side controller (one child per round, one step on the averaged reward): the
+gradient G = ∇[log π_θ(y_r) − log P̂(V)] is the same on every UE (same θ, y_r, z), so
+θ_k = θ − η(Q_k − Q̄_k)G and Σ_k q_k θ_k = θ − η(Q − Q̄)G with Q = Σ q_k Q_k and Q̄ = Σ q_k Q̄_k: one
+controller step with the averaged reward. Q̄ is then the EMA of the averaged rewards, because the
+bias-corrected EMA is linear in the rewards and all UEs share den.
 Conditions: exact average (digital channel), full participation every round, and SGD on θ: the
-reference's Adam is not linear in the advantage, hence SGD with ``controller_lr``. The weights are q_k
-∝ training examples (FedAvg's) rather than the reference's validation sizes. Under analog channels θ
+Adam of TabNAS is not linear in the advantage, hence SGD with ``controller_lr``. The weights are q_k
+∝ training examples (FedAvg's) rather than validation-split sizes. Under analog channels θ
 gets channel noise like every parameter; server-free, each UE's θ drifts apart and UEs may draw
 different children (the supernet is then averaged plainly, not masked: weights outside a UE's child
 enter the average unchanged).
@@ -45,7 +46,7 @@ of 4,096 samples from ``"controller-derive"``). ``arch`` set: w = the child MLP 
 (retraining from scratch; infeasible hand-picked architectures are allowed here).
 
 Data (float32, features standardised with mean/std of the training pool, i.e. all UEs' training and
-validation rows): ``synthetic`` = FedProx Synthetic(α, β) (§10.3, ``generate_synthetic``), each UE
+validation rows): ``synthetic`` = FedProx Synthetic(α, β) (Li et al., MLSys 2020; their ``generate_synthetic``), each UE
 keeps its first 1 − ``test_fraction`` rows and gives the rest to the global test set; ``breast_cancer``
 / ``wine`` (scikit-learn) = a seeded global test set, the rest partitioned across UEs. Every UE holds
 out a seeded ``val_fraction`` validation split (a UE with none scores on its training split).
@@ -55,22 +56,18 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
-from torch import nn
 
 from channels.rng import torch_generator
 from fedsim.workloads.base import LrFn, Workload, WorkloadConfig
 from fedsim.workloads.nas import controller as ctl
-from fedsim.workloads.nas.resources import Resources, measure
-from fedsim.workloads.nas.taxonomy import Architecture, Decision, SearchSpace
-from fedsim.workloads.partition import holdout_split, partition_indices, validation_split
-from fedsim.workloads.synthetic import generate_synthetic
+from fedsim.workloads.nas.tabular import TabularSpace, arch_widths, load_tabular
+from fedsim.workloads.nas.taxonomy import Architecture
 
 _DT = torch.float32
 _ENUM_LIMIT = 1 << 16  # spaces up to this size are enumerated exactly (P(V), derive)
@@ -79,7 +76,7 @@ _STATE_KEYS = ("tabnas.num", "tabnas.den")
 
 
 class TabNasConfig(WorkloadConfig):
-    """Federated TabNAS: RL controller with rejection sampling over MLP widths (§3)."""
+    """Federated TabNAS: RL controller with rejection sampling over MLP widths (Yang et al., NeurIPS 2022)."""
 
     name: Literal["nas-tabnas"] = "nas-tabnas"
 
@@ -122,121 +119,6 @@ class TabNasConfig(WorkloadConfig):
         elif self.search_strategy == "reinforce" and self.val_fraction <= 0:
             raise ValueError("search_strategy='reinforce' rewards on the validation split: set val_fraction > 0")
         return self
-
-
-def arch_widths(arch: dict[str, Any], hidden_layers: int, widths: tuple[int, ...]) -> tuple[int, ...]:
-    """The hidden widths of ``arch`` ({"layer0": w0, ...}); ValueError naming the bad key otherwise."""
-    names = [f"layer{i}" for i in range(hidden_layers)]
-    for key in arch:
-        if key not in names:
-            raise ValueError(f"arch: unknown decision {key!r}; the decisions are {names}")
-    out = []
-    for key in names:
-        if key not in arch:
-            raise ValueError(f"arch: missing decision {key!r}; the decisions are {names}")
-        label = arch[key]
-        if isinstance(label, bool) or label not in widths:
-            raise ValueError(f"arch: {key} = {label!r} is not an allowed width; choose one of {list(widths)}")
-        out.append(int(label))
-    return tuple(out)
-
-
-class TabularSpace(SearchSpace):
-    """MLP widths per hidden layer under a parameter (and FLOP) budget; vectorised over index batches."""
-
-    def __init__(self, d_in: int, num_classes: int, cfg: TabNasConfig) -> None:
-        self.d_in, self.num_classes = d_in, num_classes
-        self.num_layers, self.widths = cfg.hidden_layers, tuple(int(v) for v in cfg.widths)
-        self.max_params, self.max_flops = cfg.max_params, cfg.max_flops
-        self.decisions = tuple(Decision(f"layer{i}", self.widths) for i in range(self.num_layers))
-        self._width_of = torch.tensor(self.widths)
-
-    def _fan(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self._width_of[idx]  # [n, L]
-        ins = torch.cat([torch.full_like(h[:, :1], self.d_in), h[:, :-1]], dim=1)
-        return ins, h
-
-    def params_idx(self, idx: torch.Tensor) -> torch.Tensor:
-        """Parameters (weights + biases) of the children ``idx [n, L]`` -> ``[n]``."""
-        ins, h = self._fan(idx)
-        return ((ins + 1) * h).sum(1) + (h[:, -1] + 1) * self.num_classes
-
-    def flops_idx(self, idx: torch.Tensor) -> torch.Tensor:
-        """FLOPs per example as torch's counter reports them (2 · MACs of the matmuls) -> ``[n]``."""
-        ins, h = self._fan(idx)
-        return 2 * ((ins * h).sum(1) + h[:, -1] * self.num_classes)
-
-    def feasible_idx(self, idx: torch.Tensor) -> torch.Tensor:
-        """T(y) ≤ T0 for ``idx [n, L]`` -> bool ``[n]``."""
-        ok = self.params_idx(idx) <= self.max_params
-        if self.max_flops is not None:
-            ok &= self.flops_idx(idx) <= self.max_flops
-        return ok
-
-    def feasible(self, arch: Architecture) -> bool:
-        return bool(self.feasible_idx(torch.tensor([self.indices(arch)]))[0])
-
-    def child(self, arch: Architecture) -> nn.Module:
-        """The discrete MLP; weights U(±1/sqrt(fan_in)) from a fixed explicit generator."""
-        hidden = [int(arch[d.name]) for d in self.decisions]
-        dims = [self.d_in, *hidden, self.num_classes]
-        layers: list[nn.Module] = []
-        g = torch_generator(0, "child")
-        for a, b in zip(dims[:-1], dims[1:], strict=True):
-            lin = nn.Linear(a, b, device="meta").to_empty(device="cpu")
-            with torch.no_grad():
-                for p in lin.parameters():
-                    p.copy_((2 * torch.rand(p.shape, generator=g) - 1) / math.sqrt(a))
-            layers += [lin, nn.ReLU()]
-        return nn.Sequential(*layers[:-1])
-
-    def example_input(self) -> torch.Tensor:
-        return torch.zeros(1, self.d_in)
-
-    def resources(self, arch: Architecture, *, latency: bool = True) -> Resources:
-        return measure(self.child(arch), self.example_input(), latency=latency)  # child() uses no global RNG
-
-
-@dataclass
-class TabularData:
-    train: list[tuple[torch.Tensor, torch.Tensor]]  # per UE (x [n, d_in], y [n])
-    val: list[tuple[torch.Tensor, torch.Tensor]]
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
-
-
-def load_tabular(cfg: TabNasConfig, seed: int) -> TabularData:
-    """Per-UE train/validation splits and the global test set (see the module docstring)."""
-    parts, tests = [], []
-    if cfg.dataset == "synthetic":
-        raw = generate_synthetic(cfg.num_ues, cfg.alpha, cfg.beta, False, cfg.max_samples_per_ue, seed)
-        for k, (x, y) in enumerate(raw):
-            n_pool = len(y) - min(max(1, round(cfg.test_fraction * len(y))), len(y) - 1)
-            tr, va = validation_split(np.arange(n_pool), cfg.val_fraction, seed, k)
-            parts.append((x[tr], y[tr], x[va], y[va]))
-            tests.append((x[n_pool:], y[n_pool:]))
-        num_classes = 10
-    else:
-        from sklearn.datasets import load_breast_cancer, load_wine
-
-        x, y = (load_breast_cancer if cfg.dataset == "breast_cancer" else load_wine)(return_X_y=True)
-        pool, test = holdout_split(len(y), cfg.test_fraction, seed)
-        ue_pos = partition_indices(y[pool], cfg.num_ues, cfg.partition, seed, dirichlet_alpha=cfg.dirichlet_alpha,
-                                   min_partition_size=cfg.min_partition_size)
-        for k, p in enumerate(ue_pos):
-            tr, va = validation_split(p, cfg.val_fraction, seed, k)
-            parts.append((x[pool[tr]], y[pool[tr]], x[pool[va]], y[pool[va]]))
-        tests.append((x[test], y[test]))
-        num_classes = int(y.max()) + 1
-    pool_x = np.vstack([a for p in parts for a in (p[0], p[2])])
-    mean, std = pool_x.mean(0), np.maximum(pool_x.std(0), 1e-8)
-
-    def t(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy((x - mean) / std).to(_DT), torch.from_numpy(np.asarray(y, dtype=np.int64))
-
-    x_test, y_test = t(np.vstack([a for a, _ in tests]), np.concatenate([b for _, b in tests]))
-    return TabularData([t(p[0], p[1]) for p in parts], [t(p[2], p[3]) for p in parts], x_test, y_test, num_classes)
 
 
 class TabNasWorkload(Workload):
@@ -338,8 +220,8 @@ class TabNasWorkload(Workload):
         return ctl.rejection_sample(theta.detach().cpu(), self.space.feasible_idx, g)[0]
 
     def controller_step(self, theta: torch.Tensor, y: torch.Tensor, advantage: float, first_step: int) -> torch.Tensor:
-        """θ after one §3.2 SGD step with advantage Q − Q̄ (MC draws from ``"controller-mc"``, key s_r).
-        The controller is tiny and its tables live on CPU: so does this step."""
+        """θ after one TabNAS REINFORCE step (plain SGD) with advantage Q − Q̄ (MC draws from
+        ``"controller-mc"``, key s_r). The controller is tiny and its tables live on CPU: so does this step."""
         theta = theta.cpu()
         z = ctl.sample(theta, self.cfg.mc_samples, torch_generator(self.seed, "controller-mc", first_step))
         return ctl.reinforce_step(theta, y, advantage, z, self.space.feasible_idx(z), self.cfg.controller_lr)

@@ -98,7 +98,7 @@ class SearchStrategy(ABC):
 
 
 class GdasStrategy(SearchStrategy):
-    """Single path: straight-through hard Gumbel-softmax, τ annealed ``tau_max`` → ``tau_min`` (§1.2)."""
+    """Single path: straight-through hard Gumbel-softmax, τ annealed ``tau_max`` → ``tau_min`` (GDAS)."""
 
     name = "gdas"
     learns_alpha = True
@@ -112,7 +112,7 @@ class GdasStrategy(SearchStrategy):
 
 
 class MixtureStrategy(SearchStrategy):
-    """Soft Gumbel-softmax mixture over all choices at temperature ``tau`` (DASH, §4.2: τ = 1)."""
+    """Soft Gumbel-softmax mixture over all choices at temperature ``tau`` (DASH: τ = 1)."""
 
     name = "mixture"
     learns_alpha = True

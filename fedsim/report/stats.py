@@ -1,0 +1,155 @@
+"""Statistics across seeds: medians with IQRs, hitting times, fitted exponents vs theory, and the
+measured overlap speed-up against the run-time model's prediction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedsim.analytics.errors import AnalyticsError
+from fedsim.analytics.fits import rounds_to_target, seed_slopes, time_to_target
+from fedsim.analytics.runtime import pipelined_speedup, time_to_accuracy_speedup
+from fedsim.errors import FedsimError
+from fedsim.report.groups import SMOOTH, Group, sortable
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
+
+
+def med_iqr(v: np.ndarray, digits: int = 3) -> str:
+    """``median [q25, q75]`` over the finite entries, with the count of never/non-finite."""
+    v = np.asarray(v, dtype=np.float64)
+    ok = v[np.isfinite(v)]
+    if ok.size == 0:
+        return f"never ({v.size}/{v.size})" if v.size else "—"
+    q1, m, q3 = np.quantile(ok, [0.25, 0.5, 0.75])
+    miss = f", {v.size - ok.size} never" if ok.size < v.size else ""
+    return f"{m:.{digits}g} [{q1:.{digits}g}, {q3:.{digits}g}]{miss}"
+
+
+def curve_metric(groups: list[Group]) -> str:
+    """The convergence metric of the report: optimality gap where known, else test loss."""
+    return "gap" if all(g.has("gap") for g in groups) else "loss"
+
+
+def default_target(groups: list[Group], metric: str) -> float:
+    """1.5 × the median over groups of each group's final median value (lower is better)."""
+    finals = []
+    for g in groups:
+        _, Y = g.matrix(metric)
+        with np.errstate(all="ignore"):
+            last = np.array([row[np.isfinite(row)][-1] if np.isfinite(row).any() else np.nan for row in Y])
+        if np.isfinite(last).any():
+            finals.append(float(np.nanmedian(last)))
+    if not finals:
+        raise FedsimError(f"no finite values of {metric!r} to derive a target from; pass --target")
+    return 1.5 * float(np.median(finals))
+
+
+def hitting(g: Group, metric: str, target: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-seed rounds-to-target and simulated-seconds-to-target (NaN: never)."""
+    rounds, Y = g.matrix(metric)
+    R = np.atleast_1d(rounds_to_target(Y, target, rounds=rounds, smooth_window=SMOOTH))
+    times = []
+    for run, row in zip(g.runs, Y, strict=True):
+        st = {r["round"]: r.get("sim_time") for r in run.metrics}
+        x = np.array([st.get(int(rr), np.nan) if st.get(int(rr)) is not None else np.nan for rr in rounds])
+        times.append(float(time_to_target(row, target, sim_time=x, smooth_window=SMOOTH)))
+    return R, np.asarray(times)
+
+
+@dataclass
+class ExponentRow:
+    group: str
+    metric: str
+    slope: str
+    theory: str
+    source: str
+    seeds: int
+
+
+def theory_exponent(g: Group, metric: str) -> tuple[float | None, str]:
+    """Theoretical log-log exponent of ``metric`` against steps, and where it comes from."""
+    if g.flat.get("train.lr.schedule", "constant") != "inverse":
+        return None, "no power law: step size does not decay"
+    a = g.alpha
+    if a is None:
+        return None, "no interference: geometric, not a power law"
+    if not 1.0 < a <= 2.0:
+        return None, f"alpha={a} outside (1, 2]"
+    p = (1.0 + a) / 2.0
+    if metric == "dist":
+        return -(1.0 - 1.0 / a), "§4.4/§4.3: typical distance t^-(1-1/α)"
+    if metric == "err_p":
+        return -p * (1.0 - 1.0 / a), f"§4.4: -p(1-1/α), p={p:g} (Thm A bound: {-(p - 1):.3g})"
+    if metric == "gap":
+        if a == 2.0:
+            return -1.0, "§4.3 Gaussian: O(1/t) (FedSGD rate)"
+        return -2.0 * (1.0 - 1.0 / a), "median gap ≈ dist² near w* (mean is infinite, §4.3)"
+    return None, "—"
+
+
+def exponent_rows(groups: list[Group]) -> list[ExponentRow]:
+    """Fit each group's per-seed curves on the last 90 % of steps (log-spaced points)."""
+    rows = []
+    for g in groups:
+        K = int(g.flat.get("train.local_steps", 1))
+        for metric in ("dist", "err_p", "gap"):
+            if not g.has(metric):
+                continue
+            rounds, Y = g.matrix(metric)
+            t = rounds * K
+            theory, source = theory_exponent(g, metric)
+            try:
+                fit = seed_slopes(t, Y, t_min=max(1.0, 0.1 * t.max()), theory=theory, n_log_points=30)
+                slope = f"{fit.median:.3f} [{fit.ci_low:.3f}, {fit.ci_high:.3f}]"
+            except AnalyticsError:
+                slope = "too few points"
+            rows.append(ExponentRow(g.label, metric, slope, fmt(theory), source, len(g.runs)))
+    return rows
+
+
+def overlap_rows(groups: list[Group], metric: str, target: float) -> list[dict[str, str]]:
+    """Per latency ratio: time-to-target with and without overlap, the measured speed-up
+    (per seed, paired by seed) and the §5 predictions."""
+    by_ratio: dict[Any, dict[bool, Group]] = {}
+    rest_keys = [k for k in groups[0].values if k not in ("timing.latency_ratio", "strategy.overlap.enabled")]
+    if rest_keys:  # other axes: keep the comparison within one combination of them
+        first = {k: groups[0].values[k] for k in rest_keys}
+        groups = [g for g in groups if all(g.values[k] == v for k, v in first.items())]
+    for g in groups:
+        ratio = g.flat.get("timing.latency_ratio")
+        by_ratio.setdefault(ratio, {})[bool(g.flat.get("strategy.overlap.enabled", False))] = g
+    rows = []
+    for ratio in sorted(by_ratio, key=sortable):
+        pair = by_ratio[ratio]
+        if set(pair) != {False, True}:
+            continue
+        seq, ovl = pair[False], pair[True]
+        R_s, T_s = hitting(seq, metric, target)
+        R_o, T_o = hitting(ovl, metric, target)
+        seeds_s = {r.config.get("seed"): i for i, r in enumerate(seq.runs)}
+        paired = [T_s[seeds_s[r.config.get("seed")]] / T_o[j] for j, r in enumerate(ovl.runs)
+                  if r.config.get("seed") in seeds_s]
+        K = int(seq.flat.get("train.local_steps", 1))
+        tau_cp = float(seq.flat.get("timing.tau_cp", 1e-3))
+        tau_cm = float(ratio or 0.0) * tau_cp
+        with np.errstate(all="ignore"):
+            pred = time_to_accuracy_speedup(np.nanmedian(R_s), np.nanmedian(R_o), K=K, tau_cp=tau_cp, tau_cm=tau_cm)
+        ideal = float(pipelined_speedup(max(1, int(seq.flat.get("rounds", 1))), K=K, tau_cp=tau_cp, tau_cm=tau_cm))
+        rows.append({
+            "latency ratio": fmt(float(ratio or 0.0)),
+            "rounds seq": med_iqr(R_s), "rounds ovl": med_iqr(R_o),
+            "time seq [s]": med_iqr(T_s), "time ovl [s]": med_iqr(T_o),
+            "measured speed-up": med_iqr(np.asarray(paired)),
+            "predicted S_eff (§5, measured R)": fmt(float(pred)),
+            "ideal 1+τcm/(Kτcp)": fmt(ideal),
+        })
+    return rows
+
+
