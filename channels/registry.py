@@ -52,6 +52,11 @@ class Registry(Generic[T]):
 
         return add(obj) if obj is not None else add
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a registration made for a test or a notebook experiment)."""
+        self._specs.pop(name, None)
+        self._loaded.pop(name, None)
+
     def _scan(self) -> None:
         if self._scanned:
             return
@@ -126,7 +131,7 @@ def parse_component(registry: Registry[Any], value: Any) -> ComponentParams:
         value = {"name": value}
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         raise ValueError(f"expected a {registry.kind} name ({', '.join(registry.names())}) or a table with a "
-                         f"'name' key, got {value!r}")
+                         "'name' key")
     return params_model(registry, value["name"]).Params.model_validate(value)
 
 

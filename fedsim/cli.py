@@ -6,6 +6,7 @@ The commands import the run machinery (torch, Flower) when they run, not at impo
 
 from __future__ import annotations
 
+import json
 import sys
 import tomllib
 from pathlib import Path
@@ -118,8 +119,6 @@ def _resume(run_dir: Path, experiment: Path | None, overrides: list[str], quiet:
 
 
 def _report(run_dir: Path) -> None:
-    import json
-
     summary = json.loads((run_dir / "summary.json").read_text())
     final = summary.get("final", {})
     shown = ", ".join(f"{k}={final[k]:.4g}" for k in ("loss", "accuracy", "gap") if k in final)

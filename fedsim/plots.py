@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -19,46 +18,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fedsim.errors import FedsimError  # noqa: E402
+from fedsim.results.labels import differing_keys, flatten, label_of  # noqa: E402
 from fedsim.results.rundir import RunData, load_run  # noqa: E402
 from fedsim.results.sweepdir import expand_run_dirs  # noqa: E402
 
 DEFAULT_METRICS = ("loss", "accuracy", "gap")
 LOG_METRICS = {"gap", "dist", "consensus", "err_p", "noise_scale"}
-_IGNORED_KEYS = {"name", "seed", "output.dir", "output.plot", "engine.name", "engine.ray_address",
-                 "engine.num_cpus", "engine.cpus_per_ue", "engine.object_store_mb"}
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def group_runs(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
     """Group runs by every config value except the seed; key = legend label."""
     flat = [flatten(r.config) for r in runs]
-    keys = sorted({k for f in flat for k in f} - _IGNORED_KEYS)
-    differing = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    differing = differing_keys(flat)
     groups: dict[str, list[RunData]] = {}
     for run, f in zip(runs, flat, strict=True):
-        label = ", ".join(f"{k.split('.')[-1] if _unique_leaf(k, differing) else k}={f.get(k)}"
-                          for k in differing) or run.label
-        groups.setdefault(label, []).append(run)
+        groups.setdefault(label_of({k: f.get(k) for k in differing}, differing) or run.label, []).append(run)
     return groups
-
-
-def _unique_leaf(key: str, keys: list[str]) -> bool:
-    leaf = key.split(".")[-1]
-    # generic leaves ("strategy.name", "overlap.enabled") need their section to mean anything
-    return leaf not in _GENERIC_LEAVES and sum(k.split(".")[-1] == leaf for k in keys) == 1
-
-
-_GENERIC_LEAVES = {"name", "enabled", "mode", "scale", "schedule"}
 
 
 def _aligned(runs: list[RunData], metric: str, x: str) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ import torch
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
+from channels import ChannelResult
 from strategies.base import (
     Exchange,
     HeldModels,
@@ -78,15 +79,23 @@ class GlobalModelServer(FedAvg):
         bad += [Failure(r.ue, s.node_of_ue[r.ue], "non-finite vector") for r in non_finite]
         result = RoundResult(participants=[r.ue for r in tx], failures=bad)
         if tx:
-            V, available = stack_rows({r.ue: r.vectors[0] for r in tx}, len(s.node_of_ue), self.model)
-            res = transmit_scaled(s.channel, V, self.weights, s.seed, server_round, available,
-                                  noise_factor_of(s.noise_factor, server_round))
-            result.channel = res
-            if int(res.active.sum()) > 0:  # everyone dropped out: the model stays
+            v_hat, result.channel = self.estimate(server_round, {r.ue: r.vectors[0] for r in tx})
+            if v_hat is not None:
                 eta = s.lr((server_round - 1) * s.steps)
-                self.model = apply_estimate(self.model, res.estimate, self.transmit, eta)
+                self.model = apply_estimate(self.model, v_hat, self.transmit, eta)
         result.models = HeldModels(self.model.unsqueeze(0))
         return result
+
+    def estimate(self, server_round: int, transmitted: dict[int, torch.Tensor]
+                 ) -> tuple[torch.Tensor | None, ChannelResult | None]:
+        """The receiver's estimate of Σ q_n v_n over the UEs that transmitted (``{ue: v_n}``), and the
+        channel's result; the estimate is None when every UE dropped out (the model stays). A
+        strategy with another aggregation overrides this."""
+        s = self.setup
+        V, available = stack_rows(transmitted, len(s.node_of_ue), self.model)
+        res = transmit_scaled(s.channel, V, self.weights, s.seed, server_round, available,
+                              noise_factor_of(s.noise_factor, server_round))
+        return (res.estimate if int(res.active.sum()) > 0 else None), res
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model}

@@ -170,7 +170,7 @@ def _parse_strategy(value: Any) -> StrategyParams:
     if isinstance(value, StrategyParams):
         return value
     if not isinstance(value, dict):
-        raise ValueError(f"expected a table such as {{name = 'server-ota'}}, got {value!r}")
+        raise ValueError("expected a table such as {name = 'server-ota'}")
     name = value.get("name", StrategyParams.model_fields["name"].default)
     return params_model(STRATEGIES, name).Params.model_validate({**value, "name": name})
 

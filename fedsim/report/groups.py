@@ -12,13 +12,10 @@ import numpy as np
 
 from channels import ChannelConfig
 from fedsim.errors import FedsimError
-from fedsim.plots import flatten
+from fedsim.results.labels import differing_keys, flatten, label_of
 from fedsim.results.rundir import RunData, load_run
 from fedsim.results.sweepdir import expand_run_dirs
 
-#: Config keys that never define a group (bookkeeping, or the replicate index).
-_IGNORED = {"name", "seed", "output.dir", "output.plot", "engine.name", "engine.ray_address",
-            "engine.num_cpus", "engine.cpus_per_ue", "engine.object_store_mb"}
 _LEVEL_KEYS = ("channel.scale", "channel.dispersion", "channel.gsnr_db")
 #: Hitting times use a causal running median, so one lucky round does not count as reaching.
 SMOOTH = 5
@@ -83,22 +80,15 @@ def load_groups(paths: Sequence[str | Path]) -> tuple[list[Group], list[str]]:
     if not runs:
         raise FedsimError("none of these run directories has any metrics yet")
     flats = [flatten(r.config) for r in runs]
-    keys = sorted({k for f in flats for k in f} - _IGNORED)
-    differing = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
+    differing = differing_keys(flats)
     by_key: dict[tuple, Group] = {}
     for run, f in zip(runs, flats, strict=True):
         vals = {k: f.get(k) for k in differing}
         key = tuple(repr(v) for v in vals.values())
         if key not in by_key:
-            label = ", ".join(f"{_short(k, differing)}={v}" for k, v in vals.items()) or run.label
-            by_key[key] = Group(label, vals, [], f)
+            by_key[key] = Group(label_of(vals, differing) or run.label, vals, [], f)
         by_key[key].runs.append(run)
     return list(by_key.values()), differing
-
-
-def _short(key: str, keys: list[str]) -> str:
-    leaf = key.split(".")[-1]
-    return leaf if leaf != "name" and sum(k.split(".")[-1] == leaf for k in keys) == 1 else key
 
 
 def sortable(v: Any) -> tuple:

@@ -20,13 +20,18 @@ import os
 import platform
 import subprocess
 import tempfile
+import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy
 import tomli_w
+import torch
 
+import fedsim
 from fedsim.errors import RunDirError
 
 #: The folder holding the fedsim, strategies and channels packages (a checkout, or site-packages).
@@ -139,25 +144,13 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def versions() -> dict[str, str]:
-    import flwr
-    import numpy
-    import torch
-
-    import fedsim
-
-    out = {
-        "fedsim": fedsim.__version__,
-        "python": platform.python_version(),
-        "flwr": flwr.__version__ if hasattr(flwr, "__version__") else "?",
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-    }
+    """The versions a run's numbers depend on (for summary.json)."""
+    out = {"fedsim": fedsim.__version__, "python": platform.python_version(), "flwr": "?",
+           "torch": torch.__version__, "numpy": numpy.__version__}
     try:
-        from importlib.metadata import version
-
         out["ray"] = version("ray")
         out["flwr"] = version("flwr")
-    except Exception:  # noqa: BLE001 - metadata is informative only
+    except PackageNotFoundError:  # metadata is informative only
         pass
     return out
 
@@ -206,8 +199,6 @@ def load_run(path: str | Path) -> RunData:
     p = Path(path)
     if not (p / "config.toml").exists():
         raise RunDirError(f"{p}: not a fedsim run directory (no config.toml)")
-    import tomllib
-
     try:
         config = tomllib.loads((p / "config.toml").read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -38,7 +38,7 @@ def parse_workload_config(data: Any) -> WorkloadConfig:
     if isinstance(data, WorkloadConfig):
         return data
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        raise ValueError(f"expected a table with a workload name ({', '.join(WORKLOADS.names())}), got {data!r}")
+        raise ValueError(f"expected a table with a workload name ({', '.join(WORKLOADS.names())})")
     return params_model(WORKLOADS, data["name"]).model_validate(data)
 
 

@@ -22,7 +22,7 @@ BAD = [
     (["channel.interference={name='sas', alpha=-1}"], "channel.interference.alpha"),
     (["channel.interference.alpha=1.5"], "channel.interference.alpha: unknown key"),  # Gaussian has no alpha
     (["channel.alpha=1.5"], "no longer a channel key"),
-    (["channel.fading='nakagami'"], "unknown fading law 'nakagami'"),
+    (["channel.fading='no-such-law'"], "unknown fading law 'no-such-law'"),
     (["faults.unavailable=1.5"], "faults.unavailable"),
     (["faults.unavailable=-0.1"], "faults.unavailable"),
     (["strategy.fraction=0"], "strategy.fraction"),

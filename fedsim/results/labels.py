@@ -1,0 +1,63 @@
+"""What tells runs apart: their configs flattened to dotted keys, the keys whose values differ, and
+legend labels built from them (shared by ``fedsim plot`` and ``fedsim report``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from channels import ChannelConfig, Dispatch
+
+#: Keys that never tell groups apart: bookkeeping, where and how a run ran, the replicate index.
+IGNORED = {"name", "seed", "output.dir", "output.plot", "engine.name", "engine.ray_address", "engine.num_cpus",
+           "engine.cpus_per_ue", "engine.object_store_mb"}
+#: Channel parts (fading law, interference model, power control): one value each, "sas(alpha=1.5)".
+PART_KEYS = {f"channel.{n}" for n, f in ChannelConfig.model_fields.items()
+             if any(isinstance(m, Dispatch) for m in f.metadata)}
+#: Leaves that need their section to mean anything ("strategy.name", "overlap.enabled").
+GENERIC_LEAVES = {"name", "enabled", "mode", "scale", "schedule"}
+
+
+def part_text(value: Any) -> str:
+    """A channel part as one value: its name, with its parameters in parentheses."""
+    if isinstance(value, dict):
+        args = ",".join(f"{k}={v}" for k, v in value.items() if k != "name")
+        return f"{value.get('name')}({args})" if args else str(value.get("name"))
+    return str(value)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config as ``{dotted key: value}``; a channel part stays one value (:func:`part_text`)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if key in PART_KEYS:
+            out[key] = part_text(v)
+        elif isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def differing_keys(flats: Sequence[dict[str, Any]]) -> list[str]:
+    """Keys whose values differ between the flattened configs. A key that only some runs have,
+    with one value wherever it is present, is left out: it belongs to a choice another key already
+    shows (``strategy.mode`` exists only for server-free strategies)."""
+    out = []
+    for k in sorted({k for f in flats for k in f} - IGNORED):
+        present = [repr(f[k]) for f in flats if k in f]
+        if len(set(present)) > 1 or (len(present) == len(flats) and len({repr(f.get(k)) for f in flats}) > 1):
+            out.append(k)
+    return out
+
+
+def short_key(key: str, keys: Sequence[str]) -> str:
+    """``key``'s last part when that names it unambiguously among ``keys``, else the whole key."""
+    leaf = key.split(".")[-1]
+    return leaf if leaf not in GENERIC_LEAVES and sum(k.split(".")[-1] == leaf for k in keys) == 1 else key
+
+
+def label_of(values: dict[str, Any], keys: Sequence[str]) -> str:
+    """``interference=sas(alpha=1.5), strategy.name=server-ota`` for the differing ``values``."""
+    return ", ".join(f"{short_key(k, keys)}={v}" for k, v in values.items())
