@@ -68,6 +68,12 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "rounds=4", "sweep={}", "strategy.name=server-ota", "engine.batched=true", "train.local_steps=3",
         "workload.batch_size=8", "workload.num_ues=6", "faults.slowdown=[[1, 10.0]]", "faults.deadline=0.005",
         "faults.raise_at=[[2, 0]]", "faults.policy=zero"]),
+    "overlap_midblock": ("overlap_latency", [  # aggregates merged mid-block (D = 2, K = 3)
+        "rounds=6", "sweep={}", "strategy.overlap.enabled=true", "train.local_steps=3", "timing.latency_ratio=2.0",
+        "strategy.name=serverfree-relay", "workload.num_ues=6", "train.lr.eta=0.1"]),
+    "overlap_midblock_ota": ("overlap_latency", [
+        "rounds=6", "sweep={}", "strategy.overlap.enabled=true", "train.local_steps=4", "timing.latency_ratio=3.0",
+        "strategy.name=server-ota", "workload.num_ues=5", "strategy.overlap.merge=replace"]),
     "quadratic_theory": ("server_vs_serverfree", [
         "rounds=6", "sweep={}", "strategy.name=serverfree-relay", "channel.interference={name='sas', alpha=1.5}",
         "channel.interference_mode=common", "workload.num_ues=5", "workload.grad_noise=0.1"]),
