@@ -17,11 +17,11 @@ from channels.interference import INTERFERENCE, interference_scale
 from channels.power import POWER_CONTROL
 from channels.registry import component
 
-#: Keys of earlier versions that moved into a part's own table, with what to write instead.
+#: Keys of earlier versions that moved into a part's own table: what to write instead, given the value.
 MOVED = {
-    "alpha": 'interference = {name = "sas", alpha = 1.5}',
-    "sas_vector": 'interference = {name = "sas", alpha = 1.5, vector = "isotropic"}',
-    "rician_k": 'fading = {name = "rician", k = 4.0}',
+    "alpha": 'interference = {{name = "sas", alpha = {}}}',
+    "sas_vector": 'interference = {{name = "sas", alpha = 1.5, vector = "{}"}}',
+    "rician_k": 'fading = {{name = "rician", k = {}}}',
 }
 
 
@@ -71,7 +71,7 @@ class ChannelConfig(BaseModel):
         if isinstance(data, dict):
             for key, instead in MOVED.items():
                 if key in data:
-                    raise ValueError(f"channel.{key} is no longer a channel key: write {instead}")
+                    raise ValueError(f"channel.{key} is no longer a channel key: write {instead.format(data[key])}")
         return data
 
     @model_validator(mode="after")

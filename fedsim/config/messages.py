@@ -18,12 +18,14 @@ def format_errors(exc: ValidationError, data: dict[str, Any]) -> str:
         if err["type"] == "extra_forbidden":
             allowed = allowed_keys(err["loc"][:-1], data)
             hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            if allowed == ["name"]:
+                hint += " (this part takes no parameters; choose another part for them)"
             lines.append(f"  {key}: unknown key{hint}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             value = err.get("input")
             got = "" if isinstance(value, dict) else f" (got {value!r})"  # a whole table says nothing new
-            lines.append(f"  {key}: {msg}{got}")
+            lines.append(f"  {msg}{got}" if key == "(top level)" else f"  {key}: {msg}{got}")
     return "\n".join(lines)
 
 

@@ -125,6 +125,7 @@ def _open_run_dir(cfg: ExperimentConfig, resume: Path | None) -> tuple[Path, Any
         "git": git_hash(),
     })
     if resume is not None:
+        summary.pop("error", None)  # the error that stopped the earlier attempt no longer holds
         summary["resumed"] = int(summary.get("resumed", 0)) + 1
         summary["resumed_from_round"] = checkpoint.round if checkpoint is not None else 0
     write_summary(run_dir, summary)

@@ -186,10 +186,12 @@ def test_crash_and_resume_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     ref = strip(load_run(run_experiment(config(tmp_path / "ref", *extra), quiet=True)).metrics)
     cfg = config(tmp_path / "crash", *extra)
     run_dir = _interrupted_run(monkeypatch, cfg, random.Random().randint(2, 12))
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    interrupted = json.loads((run_dir / "summary.json").read_text())
+    assert interrupted["status"] == "interrupted" and "Interrupt" in interrupted["error"]
     run_experiment(cfg, quiet=True, resume=run_dir)
     assert strip(load_run(run_dir).metrics) == ref
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and "error" not in summary  # the old error no longer holds
 
 
 # ----------------------------------------------------------------------------- checkpoint files
