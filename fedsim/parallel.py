@@ -33,7 +33,7 @@ import fedsim
 import strategies
 from fedsim.config import EngineConfig, ExperimentConfig
 from fedsim.engines import env  # noqa: F401  (sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER etc. before ray is imported)
-from fedsim.engines.ray import gpus_per_ue, remove_when_released
+from fedsim.engines.ray import cluster_address, gpus_per_ue, ray_init_args, remove_when_released
 from fedsim.results.rundir import PROJECT_ROOT, atomic_write_bytes, unique_dir
 from fedsim.runner import run_experiment
 
@@ -104,14 +104,9 @@ def unpack_run_dir(parent: Path, name: str, files: Files) -> Path:
     return path
 
 
-def cluster_address(engine: EngineConfig) -> str | None:
-    """The Ray cluster to join (``engine.ray_address``, else ``RAY_ADDRESS``), or None."""
-    return engine.ray_address or os.environ.get("RAY_ADDRESS") or None
-
-
-def ray_init_args(engine: EngineConfig, temp_dir: str | None) -> dict[str, Any]:
-    """``ray.init`` arguments for a sweep driver (same policy as ``fedsim.engines``)."""
-    args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False}
+def sweep_init_args(engine: EngineConfig, temp_dir: str | None) -> dict[str, Any]:
+    """``ray.init`` arguments for a sweep driver: the engine's, plus how the workers import fedsim."""
+    args = ray_init_args(engine, temp_dir)
     address = cluster_address(engine)
     if not address:
         # A local Ray's workers inherit this process's environment; putting the checkout on
@@ -119,18 +114,10 @@ def ray_init_args(engine: EngineConfig, temp_dir: str | None) -> dict[str, Any]:
         # pip-installed. No runtime_env: one would make Ray start a second set of workers.
         os.environ["PYTHONPATH"] = os.pathsep.join(
             dict.fromkeys(p for p in (str(PROJECT_ROOT), *os.environ.get("PYTHONPATH", "").split(os.pathsep)) if p))
-    if address:
-        args["address"] = address
+    else:
         # Other nodes may not have this checkout: ship the three packages with the job.
         args["runtime_env"] = {"py_modules": [fedsim, strategies, channels],
                                "env_vars": {"OMP_NUM_THREADS": "1"}}
-    else:
-        args.update(
-            num_cpus=engine.num_cpus or os.cpu_count() or 1,
-            object_store_memory=engine.object_store_mb * 1024 * 1024,
-            _temp_dir=temp_dir,
-            _node_ip_address="127.0.0.1",
-        )
     return args
 
 
@@ -143,7 +130,7 @@ def ray_session(engine: EngineConfig) -> Iterator[Any]:
         raise RuntimeError("Ray is already initialised in this process; fedsim starts and stops its own")
     temp_dir = None if cluster_address(engine) else tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir="/tmp")
     try:
-        ray.init(**ray_init_args(engine, temp_dir))
+        ray.init(**sweep_init_args(engine, temp_dir))
         yield ray
     finally:
         if ray.is_initialized():

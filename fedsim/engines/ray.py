@@ -49,26 +49,30 @@ def gpus_per_ue(engine: EngineConfig) -> float:
     return float(share)
 
 
+def cluster_address(engine: EngineConfig) -> str | None:
+    """The Ray cluster to join (``engine.ray_address``, else ``RAY_ADDRESS``), or None."""
+    return engine.ray_address or os.environ.get("RAY_ADDRESS") or None
+
+
+def ray_init_args(engine: EngineConfig, temp_dir: str | None) -> dict[str, Any]:
+    """``ray.init`` arguments: quiet, no dashboard; a cluster's address, or a local Ray on loopback
+    with the configured CPUs, a bounded object store and a short private temp dir."""
+    args: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False}
+    address = cluster_address(engine)
+    if address:
+        args["address"] = address
+    else:
+        args.update(num_cpus=engine.num_cpus or os.cpu_count() or 1,
+                    object_store_memory=engine.object_store_mb * 1024 * 1024, _temp_dir=temp_dir,
+                    _node_ip_address="127.0.0.1")
+    return args
+
+
 def ray_backend_config(engine: EngineConfig, temp_dir: str | None) -> dict[str, Any]:
     """Flower's backend_config for Ray, tuned for a small machine."""
-    init_args: dict[str, Any] = {
-        "logging_level": "ERROR",
-        "log_to_driver": False,
-        "include_dashboard": False,
-    }
-    address = engine.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        init_args["address"] = address
-    else:
-        init_args.update(
-            num_cpus=engine.num_cpus or os.cpu_count() or 1,
-            object_store_memory=engine.object_store_mb * 1024 * 1024,
-            _temp_dir=temp_dir,
-            _node_ip_address="127.0.0.1",
-        )
     return {
         "client_resources": {"num_cpus": engine.cpus_per_ue, "num_gpus": gpus_per_ue(engine)},
-        "init_args": init_args,
+        "init_args": ray_init_args(engine, temp_dir),
     }
 
 
@@ -78,7 +82,7 @@ RAY_CONNECT_TIMEOUT_S = 3.0
 def check_ray_address(engine: EngineConfig, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
     """Fail fast (FedsimError) when ``--ray-address`` names a host:port nobody listens on;
     ``ray.init`` itself would retry for a long time."""
-    address = engine.ray_address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(engine)
     if not address or address in ("auto", "local") or "://" in address:
         return
     host, _, port = address.rpartition(":")
@@ -125,7 +129,7 @@ def run_ray(server_app: ServerApp, client_app: ClientApp, num_ues: int, engine: 
 
     if ray.is_initialized():
         raise RuntimeError("Ray is already initialised in this process; fedsim starts and stops its own")
-    address = engine.ray_address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(engine)
     # AF_UNIX socket paths are limited to 107 bytes: keep the temp dir short.
     temp_dir = None if address else tempfile.mkdtemp(prefix="fsr", dir="/tmp")
     _replace_dead_actors()
