@@ -42,10 +42,13 @@ class ChannelConfig(BaseModel):
                                  "'none' (equal gain, no CSI)")
     h_th: float = Field(0.3, ge=0, description="truncation threshold on |ĥ| (linear amplitude)")
     power: float = Field(1.0, gt=0, description="per-UE power budget P (linear)")
-    rho: Literal["fixed", "norm", "cotaf"] = Field(
-        "fixed", description="power scaling ρ_t: 'fixed' (ρ = P), 'norm' (P·h_th²/max‖u‖²), 'cotaf' (P/max‖u‖²)")
+    rho: Literal["full", "fixed", "norm", "cotaf", "fixed-unbounded"] = Field(
+        "full", description="power scaling ρ_t, capped so that no UE exceeds P: 'full' (the neediest UE at exactly "
+                            "P), 'fixed' (ρ = P), 'norm' (P·h_th²/max‖u‖²), 'cotaf' (P/max‖u‖²); "
+                            "'fixed-unbounded' (ρ = P, the budget ignored)")
     rho_growth: Literal["none", "lr"] = Field(
-        "none", description="'lr': ρ_t grows as (η_0/η_t)², so the noise shrinks with the step size")
+        "none", description="'lr': ρ_t grows as (η_0/η_t)², so the noise shrinks with the step size (with rho = "
+                            "'fixed' or 'fixed-unbounded'; the budget caps the growth under 'fixed')")
     interference: component(INTERFERENCE) = Field(
         "none", description="interference model: 'none', 'gaussian', {name = 'sas', alpha = α}")
     scale: float | None = Field(None, ge=0, description="SαS scale c per coordinate (Gaussian: std √2·c)")
@@ -56,6 +59,8 @@ class ChannelConfig(BaseModel):
                           "server always common")
     downlink_scale: float = Field(1.0, ge=0, description="relay: per-UE (downlink) interference scale "
                                                          "relative to the uplink's")
+    downlink_h_th: float = Field(0.3, ge=0, description="relay: a UE whose downlink fading |g_m| is below this "
+                                                        "misses the round's estimate (linear amplitude)")
     quant_bits: int | None = Field(None, ge=1, le=24, description="digital: bits per entry of stochastic "
                                                                   "quantisation (unset: exact)")
     resources: int = Field(1000, ge=1, description="W: orthogonal real waveforms per symbol")
@@ -84,6 +89,9 @@ class ChannelConfig(BaseModel):
                              "channel.gsnr_db")
         if self.rho == "norm" and self.h_th <= 0:
             raise ValueError("channel.rho='norm' uses P·h_th²/max‖v‖²: set channel.h_th > 0")
+        if self.rho_growth == "lr" and self.rho not in ("fixed", "fixed-unbounded"):
+            raise ValueError(f"channel.rho_growth = 'lr' grows a constant ρ_t; rho = '{self.rho}' rescales ρ_t to the "
+                             "payload every round, which cancels the growth: use rho = 'fixed' or 'fixed-unbounded'")
         return self
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -59,7 +60,10 @@ def plot_runs(run_dirs: Sequence[str | Path], *, metrics: Sequence[str] | None =
               formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """Plot ``metrics`` against ``x`` (``round`` or ``sim_time``) for the given runs.
 
-    A sweep folder (see fedsim.sweep) stands for all of its variants' run directories.
+    A group of seeds is its median line with an IQR band. For UE-held models (server-free,
+    overlap) the line is the median over the UEs' own models, a single seed shows their 10-90 %
+    spread as a band, and the virtual average (held by no UE) is a dashed reference line. A sweep
+    folder (see fedsim.sweep) stands for all of its variants' run directories.
     """
     if x not in ("round", "sim_time"):
         raise FedsimError(f"--x must be 'round' or 'sim_time', got {x!r}")
@@ -76,18 +80,7 @@ def plot_runs(run_dirs: Sequence[str | Path], *, metrics: Sequence[str] | None =
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         for label, members in groups.items():
-            xs, ys = _aligned(members, metric, x)
-            if xs.size == 0:
-                continue
-            with np.errstate(all="ignore"):
-                med = np.nanmedian(ys, axis=0)
-            suffix = f" (median of {len(members)})" if len(members) > 1 else ""
-            line, = ax.plot(xs, med, label=label + suffix)
-            if len(members) > 1:
-                q1, q3 = np.nanpercentile(ys, [25, 75], axis=0)
-                ax.fill_between(xs, q1, q3, color=line.get_color(), alpha=0.2, linewidth=0)
-            if any(r.summary.get("status") == "diverged" for r in members):
-                ax.plot(xs[-1:], med[-1:], "x", color=line.get_color(), markersize=9)
+            _draw_group(ax, label, members, metric, x)
         if metric in LOG_METRICS:
             ax.set_yscale("log")
         ax.set_xlabel("simulated time [s]" if x == "sim_time" else "round")
@@ -106,3 +99,33 @@ def plot_runs(run_dirs: Sequence[str | Path], *, metrics: Sequence[str] | None =
         written.append(path)
     plt.close(fig)
     return written
+
+
+def _draw_group(ax: Any, label: str, members: list[RunData], metric: str, x: str) -> None:
+    """One group's median line, its band (seeds' IQR, or one seed's UE spread) and, for UE-held
+    models, the dashed virtual-average reference."""
+    xs, ys = _aligned(members, metric, x)
+    if xs.size == 0:
+        return
+    with np.errstate(all="ignore"):
+        med = np.nanmedian(ys, axis=0)
+    suffix = f" (median of {len(members)})" if len(members) > 1 else ""
+    line, = ax.plot(xs, med, label=label + suffix)
+    if len(members) > 1:
+        q1, q3 = np.nanpercentile(ys, [25, 75], axis=0)
+        ax.fill_between(xs, q1, q3, color=line.get_color(), alpha=0.2, linewidth=0)
+    elif _has(members, f"ue_{metric}_p10"):
+        lo, lo_y = _aligned(members, f"ue_{metric}_p10", x)
+        hi, hi_y = _aligned(members, f"ue_{metric}_p90", x)
+        ax.fill_between(lo, lo_y[0], hi_y[0], color=line.get_color(), alpha=0.15, linewidth=0)
+    if _has(members, f"avg_{metric}"):
+        ax_x, avg = _aligned(members, f"avg_{metric}", x)
+        with np.errstate(all="ignore"):
+            ax.plot(ax_x, np.nanmedian(avg, axis=0), "--", lw=1, color=line.get_color(),
+                    label=f"{label}: virtual average (held by no UE)")
+    if any(r.summary.get("status") == "diverged" for r in members):
+        ax.plot(xs[-1:], med[-1:], "x", color=line.get_color(), markersize=9)
+
+
+def _has(runs: list[RunData], key: str) -> bool:
+    return any(key in row for r in runs for row in r.metrics)

@@ -25,6 +25,7 @@ STRATEGIES: Registry[type[Strategy]] = Registry("strategy", {
     "server-ota": "strategies.server_ota:ServerOTA",
     "serverfree-relay": "strategies.serverfree:ServerFreeRelay",
     "serverfree-d2d": "strategies.serverfree:ServerFreeD2D",
+    "serverfree-d2d-ideal": "strategies.serverfree:ServerFreeD2DIdeal",
 }, group="fedsim.strategies")
 
 __all__ = [

@@ -26,6 +26,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
+from channels import ChannelResult
 from strategies.base import Exchange, HeldModels, OverlapParams, RoundResult, ServerSetup, UEContext, UEOutput
 from strategies.common import (
     ARRAYS,
@@ -212,11 +213,17 @@ class Medium(FedAvg):
                                   noise_factor_of(s.noise_factor, server_round))
             result.channel = res
             if res.n_active > 0:
-                step = arrival_step(server_round, s.steps, s.delay or 0)
-                per_ue = res.estimate.dim() == 2
-                for ue in range(self.num_ues):
-                    self.inbox[ue].append((server_round, step, res.estimate[ue] if per_ue else res.estimate))
+                self._queue(server_round, res)
         return result
+
+    def _queue(self, server_round: int, res: ChannelResult) -> None:
+        """Queue every UE's estimate for delivery; a UE the channel did not reach (a relay downlink
+        below its threshold) misses this round's."""
+        step = arrival_step(server_round, self.setup.steps, self.setup.delay or 0)
+        per_ue = res.estimate.dim() == 2
+        for ue in range(self.num_ues):
+            if res.delivered is None or bool(res.delivered[ue]):
+                self.inbox[ue].append((server_round, step, res.estimate[ue] if per_ue else res.estimate))
 
     def state_dict(self) -> dict[str, Any]:
         """The inbox as ``[[ue, block, step, estimate], ...]`` (order kept)."""

@@ -1,9 +1,11 @@
-"""Server-free analog FL (``serverfree-relay``, ``serverfree-d2d``): no global model.
+"""Server-free analog FL (``serverfree-relay``, ``serverfree-d2d``, ``serverfree-d2d-ideal``): no
+global model.
 
-UEs transmit simultaneously and every UE applies its **own** matched-filter output of the
-superposition to its own model. The relay variant hears the superposition through an AP that
-only amplifies and forwards (common uplink noise plus per-UE downlink noise); the D2D variant
-has every UE listen directly, through its own links (per-UE noise only). The medium, the UE rule
+Every UE applies its **own** matched-filter output of the superposition to its own model. The
+relay variant hears the superposition through an AP that only amplifies and forwards (common
+uplink noise plus each UE's own downlink noise and fading); the D2D variant gives every UE a
+receive slot in which the others pre-equalise for it (N slots per round); the idealised D2D
+variant co-phases one broadcast to every receiver at once, an unrealisable upper bound. The medium, the UE rule
 and the overlapped schedule are :mod:`strategies.medium`'s.
 """
 
@@ -58,6 +60,13 @@ class ServerFreeRelay(Strategy):
 
 
 class ServerFreeD2D(ServerFreeRelay):
-    """Server-free FL by full D2D broadcast: every UE hears the others through its own links."""
+    """Server-free FL by D2D: one receive slot per UE, in which the others pre-equalise for it."""
 
     receiver = "d2d"
+
+
+class ServerFreeD2DIdeal(ServerFreeRelay):
+    """Server-free FL by an idealised one-slot D2D broadcast co-phased to every receiver at once:
+    an unrealisable upper bound, kept for comparison."""
+
+    receiver = "d2d-ideal"

@@ -33,6 +33,11 @@ class InterferenceModel(ABC):
         """Tail index (2 for Gaussian and for no interference)."""
         return 2.0
 
+    @property
+    def stream(self) -> str:
+        """The random stream the receivers draw this model's noise from."""
+        return "interference"
+
     @abstractmethod
     def sample(self, shape: tuple[int, ...], generator: torch.Generator,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:

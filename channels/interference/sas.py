@@ -17,6 +17,10 @@ class SaSParams(ComponentParams):
     vector: Literal["iid", "isotropic"] = Field(
         "iid", description="'iid': independent coordinates; 'isotropic': sub-Gaussian SαS vectors √A·G "
                            "(same marginals, other ‖ξ‖ statistics)")
+    draws: Literal["common", "independent"] = Field(
+        "common", description="'common': every α transforms the same uniform and exponential draws (common "
+                              "random numbers: runs at different α differ only by α); 'independent': each α "
+                              "draws from its own stream")
 
 
 class SaSInterference(InterferenceModel):
@@ -28,6 +32,12 @@ class SaSInterference(InterferenceModel):
     @property
     def alpha(self) -> float:
         return float(self.params.alpha)
+
+    @property
+    def stream(self) -> str:
+        if self.params.draws == "common":
+            return "interference"
+        return f"interference/sas-alpha={self.alpha!r}"
 
     @property
     def dispersion(self) -> float:

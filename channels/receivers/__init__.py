@@ -12,6 +12,7 @@ RECEIVERS: Registry[type[Receiver]] = Registry("receiver", {
     "server": "channels.receivers.server:ServerReceiver",
     "relay": "channels.receivers.relay:RelayReceiver",
     "d2d": "channels.receivers.d2d:D2DReceiver",
+    "d2d-ideal": "channels.receivers.d2d_ideal:D2DIdealReceiver",
     "digital": "channels.receivers.digital:DigitalReceiver",
 }, group="fedsim.receivers")
 

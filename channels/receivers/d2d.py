@@ -1,37 +1,62 @@
-"""Full D2D broadcast: every UE transmits and listens; UE m hears the others through its own links
-and adds its own vector locally."""
+"""Realisable D2D: one receive slot per UE. In slot m, UE m listens while every other UE
+pre-equalises for its own link to m; each UE adds its own vector locally. N slots per round, so
+N times the airtime of one broadcast; each transmission within the budget P."""
 
 from __future__ import annotations
 
 import torch
 
-from channels.power.base import PowerControl
+from channels.power.rho import compute_rho_slots
 from channels.receivers.base import Receiver
+from channels.receivers.noise import Noise, Parts, draw_links, snr_db
+from channels.result import ChannelResult, empty_result
 
 
 class D2DReceiver(Receiver):
-    """``[N, d]``, row m = ``Σ_n w_n a_{n→m} v_n`` with ``a_{m→m} = 1``; per-UE noise only."""
+    """``[N, d]``, row m = the slot-m estimate ``Σ_n w_{n,m} a_{n→m} v_n`` (``a_{m→m} = 1``) with
+    weights q renormalised over slot m's active links, plus UE m's own noise at
+    ``c/(N_act,m·√ρ_m·μ)``. Any power-control law works, truncated inversion included (a link below
+    ``h_th`` stays silent in that slot); ρ_m follows ``channel.rho`` slot by slot."""
 
     per_ue = True
     downlink = False
 
-    def check(self, power: PowerControl) -> None:
-        if power.single_link:
-            raise ValueError("channel.power_control='inversion' cannot serve every receiver of a D2D broadcast "
-                             "(transmitter n has N-1 links h_{n->m}); use 'phase' or 'none' with receiver='d2d'")
-
     def noise_mode(self) -> str:
-        return "per_ue"  # every UE listens with its own receiver: no common term
+        return "per_ue"
+
+    def slots(self, n: int) -> int:
+        return n
 
     def link_shape(self, n: int) -> tuple[int, ...]:
         return (n, n)
 
-    def admit(self, a: torch.Tensor, ok: torch.Tensor, amp2: torch.Tensor, available: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        a = a.clone()
-        a.fill_diagonal_(1.0)  # each UE adds its own vector locally
-        return a, available.clone(), torch.ones(a.shape[0], dtype=amp2.dtype), 0
-
-    def superpose(self, V: torch.Tensor, w: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        # row m: Σ_n w_n a_{n→m} v_n  =  (w ∘ A)ᵀ V   ([N, N] @ [N, d])
-        return (w.unsqueeze(1) * a).T.to(V.device) @ V
+    def receive(self, parts: Parts, V: torch.Tensor, q: torch.Tensor, available: torch.Tensor,
+                seed: int, round: int) -> ChannelResult:
+        c = self.config
+        n, d = V.shape
+        h, h_est = draw_links(parts, (n, n), seed, round, V.dtype)
+        a, ok, amp2 = parts.power_control.gains(h, h_est, h_th=c.h_th, mu=parts.mu, real_dtype=V.dtype)
+        own = torch.eye(n, dtype=torch.bool)
+        a = torch.where(own, torch.ones_like(a), a)
+        links = available.unsqueeze(1) & (ok | own)  # [transmitter n, slot m]
+        dropouts = int((available.unsqueeze(1) & ~ok & ~own).sum())
+        qa = torch.where(links, q.unsqueeze(1), torch.zeros_like(a))
+        n_act, total = links.sum(0), qa.sum(0)
+        if not bool((total > 0).any()):
+            return empty_result(V, available.clone(), dropouts, True)
+        W = qa / total.clamp_min(torch.finfo(qa.dtype).tiny)
+        u_norm_sq = torch.linalg.vector_norm(V, dim=1).square().cpu().unsqueeze(1) * (n_act * W) ** 2
+        sent = links & ~own  # own vectors are added locally, not transmitted
+        energy_unit = torch.where(sent, amp2 * u_norm_sq, torch.zeros_like(u_norm_sq))
+        rho = compute_rho_slots(c.rho, c.power, c.h_th, u_norm_sq, energy_unit, sent)
+        gain = n_act * rho.sqrt() * parts.mu
+        energy = rho * energy_unit
+        signal = (W * a).T.to(V.device) @ V
+        scale = torch.where(gain > 0, parts.interference.scale / gain.clamp_min(1e-300), torch.zeros_like(gain))
+        noise = Noise.draw(parts.interference, seed, round, n, d, V.dtype, V.device, per_ue_scale=scale)
+        return ChannelResult(
+            estimate=noise.add_to(signal, n, per_ue=True), active=available.clone(), dropouts=dropouts,
+            noise_scale=noise.scale(parts.interference.alpha), tx_energy=float(energy.sum()),
+            tx_energy_max=float(energy.max()) / c.power, snr_db=snr_db(signal, noise, parts.interference.alpha),
+            **noise.fields(d, V.dtype, V.device), rho=float(rho.median()), gain=float(gain.median()),
+            n_active=int(available.sum()))

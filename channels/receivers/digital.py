@@ -17,6 +17,12 @@ class DigitalReceiver(Receiver):
 
     analog = False
 
+    def ignored(self) -> set[str]:
+        """Everything analog: only quantisation, the link rate and the propagation matter."""
+        c = self.config
+        keep = {"quant_bits", "bits", "rate", "propagation"}
+        return set(type(c).model_fields) - keep
+
     def receive(self, parts: Parts, V: torch.Tensor, q: torch.Tensor, available: torch.Tensor,
                 seed: int, round: int) -> ChannelResult:
         qa = torch.where(available, q, torch.zeros_like(q))

@@ -99,8 +99,9 @@ class OnlineAnalytics:
             return "server-free with per-UE noise: models differ (§4.5); only common noise reduces to §4.3"
         if ch.fading.name != "none" or ch.csi_error > 0:
             return "needs fading = none and perfect CSI (fading is multiplicative noise, drop-outs bias the average)"
-        if ch.rho != "fixed":
-            return "needs channel.rho = fixed (norm/COTAF make c_eff depend on the iterate)"
+        if ch.rho not in ("fixed", "fixed-unbounded"):
+            return "needs a constant power scaling, channel.rho = fixed or fixed-unbounded (full/norm/COTAF make " \
+                   "c_eff depend on the iterate)"
         if self.interference == "sas" and not 1.0 < self.alpha <= 2.0:
             return f"needs 1 < alpha <= 2, got {self.alpha}"
         return None
@@ -205,6 +206,7 @@ class OnlineAnalytics:
             self._dropouts += int(channel.dropouts)
             out["dropouts_total"] = self._dropouts
             self._collect(channel, r)
+            out.update(self._check_constant_rho(r, channel))
         if r > 0 and self._ref:
             self._advance_reference(r, channel)
         if self._ref:
@@ -220,6 +222,18 @@ class OnlineAnalytics:
         self.total_s += time.perf_counter() - t0
         return out
 
+    def _check_constant_rho(self, r: int, ch: Any) -> dict[str, Any]:
+        """Under rho = "fixed" the budget may cap ρ_t, and then c_eff depends on the iterate: the
+        theory curves stop from that round on, and the row says why."""
+        if self.cfg.channel.rho != "fixed" or ch.rho == self.cfg.channel.power or not (self._ref or
+                                                                                      self._theorem_a_reason is None):
+            return {}
+        why = f"the power budget capped rho_t at round {r}: c_eff depends on the iterate from then on"
+        self._ref = False
+        self._theorem_a_reason = why
+        self.notes.update(quadratic_reference=why, theorem_a=why)
+        return {"theory_notes": {"quadratic_reference": why, "theorem_a": why}}
+
     def _collect(self, ch: Any, r: int) -> None:
         """Append this round's noise, divided by its declared scale, to the pooled buffer."""
         if self.interference == "none":
@@ -228,13 +242,20 @@ class OnlineAnalytics:
         if ch.noise_common is None and ch.noise_per_ue is None:
             parts = ((ch.noise, ch.noise_scale),)
         for x, scale in parts:
-            if x is None or not scale > 0:
+            s = torch.as_tensor(scale, dtype=torch.float64)
+            if x is None or not bool((s > 0).any()):
                 continue
-            a = x.detach().reshape(-1)
+            z = x.detach().to("cpu", torch.float64)
+            if s.dim():  # a scale per UE row (a faded relay downlink, D2D slots); 0: nothing received
+                keep = s > 0
+                z = z[keep] / s[keep].unsqueeze(1)
+            else:
+                z = z / float(s)
+            a = z.reshape(-1)
             if a.numel() > PER_ROUND:  # subsample big tensors: cost stays O(PER_ROUND)
                 rng = numpy_generator(self.cfg.seed, "analytics", r)  # keyed by round: resumable
                 a = a[torch.from_numpy(rng.integers(0, a.numel(), PER_ROUND))]
-            v = a.to("cpu", torch.float64).numpy() / scale
+            v = a.numpy()
             v = v[np.isfinite(v)]
             i0 = self._n % BUFFER
             k = min(v.size, BUFFER - i0)

@@ -17,15 +17,29 @@ from fedsim.report.groups import Group, sortable  # noqa: E402
 
 DPI = 80
 
-def _band(ax: Any, x: np.ndarray, Y: np.ndarray, label: str, **kw: Any) -> None:
+def _band(ax: Any, x: np.ndarray, Y: np.ndarray, label: str, **kw: Any) -> Any:
     b = seed_bands(Y)
     (line,) = ax.plot(x, b.median, label=label + (f" (n={Y.shape[0]})" if Y.shape[0] > 1 else ""), **kw)
     if Y.shape[0] > 1:
         ax.fill_between(x, b.q25, b.q75, color=line.get_color(), alpha=0.2, linewidth=0)
+    return line
 
 
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
+def _virtual_average(ax: Any, g: Group, metric: str, x: str, color: Any, positive: bool = False,
+                     label: str | None = None) -> None:
+    """The dashed reference of UE-held runs: the virtual average's metric, held by no UE."""
+    if not g.has(f"avg_{metric}"):
+        return
+    xs, Y = g.matrix(f"avg_{metric}", x)
+    keep = xs > 0 if positive else slice(None)
+    with np.errstate(all="ignore"):
+        ax.plot(xs[keep], np.nanmedian(Y, axis=0)[keep], "--", lw=1, color=color,
+                label=f"{label or g.label}: virtual average (held by no UE)")
+
+
+def _save(fig: Any, path: Path, layout: bool = True) -> Path:
+    if layout:
+        fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -41,7 +55,8 @@ def fig_curves(groups: list[Group], metric: str, path: Path) -> Path:
     for g in groups:
         x, Y = g.matrix(metric)
         keep = x > 0 if loglog else slice(None)
-        _band(ax, x[keep], Y[:, keep], g.label)
+        line = _band(ax, x[keep], Y[:, keep], g.label)
+        _virtual_average(ax, g, metric, "round", line.get_color(), positive=loglog)
     ax.set(xlabel="round", ylabel=f"{metric} (median, IQR)", yscale="log")
     if loglog:
         ax.set_xscale("log")
@@ -113,13 +128,27 @@ def fig_panels(groups: list[Group], split_key: str, metric: str, x: str, path: P
             xs, Y = g.matrix(metric, x)
             lab = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in g.values.items()
                             if k != panel_key and (panel_key is not None or k == split_key))
-            _band(ax, xs, Y, lab)
+            line = _band(ax, xs, Y, lab)
+            _virtual_average(ax, g, metric, x, line.get_color(), label=lab)
         ax.set(title=title, xlabel="simulated time [s]" if x == "sim_time" else "round", ylabel=metric)
         if metric in ("gap", "dist", "err_p", "loss"):
             ax.set_yscale("log")
         ax.title.set_fontsize(8)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(items):]:
         ax.axis("off")
-    return _save(fig, path)
+    _shared_legend(fig, axes.flat)
+    return _save(fig, path, layout=False)
+
+
+def _shared_legend(fig: Any, axes: Any) -> None:
+    """One legend under the panels (every panel draws the same series), so none hides a curve."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    lines = math.ceil(len(seen) / 2)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="lower center", fontsize=7, frameon=False, ncol=2)
+        fig.set_figheight(fig.get_figheight() + 0.18 * lines)
+    fig.tight_layout(rect=(0, (0.18 * lines + 0.05) / fig.get_figheight() if seen else 0, 1, 1))

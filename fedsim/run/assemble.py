@@ -130,9 +130,26 @@ def assemble(cfg: ExperimentConfig) -> Experiment:
     if workload.custom_local_train and (strategy.transmit == "gradient" or overlap.enabled):
         raise ConfigError(f"workload {cfg.workload.name} trains with its own local rule: use strategy.transmit="
                           "'update' or 'model' and no overlap")
+    check_pipeline(cfg, channel, side, steps)
     faults.check_faults(cfg, workload.num_ues)
     check_batched(cfg, strategy, workload)
     return Experiment(cfg, cfg.model_dump_json(), side, channel, tau_cm, delay, steps)
+
+
+def check_pipeline(cfg: ExperimentConfig, channel: Channel, side: UESide, steps: int) -> None:
+    """Refuse a pipelined overlap the channel cannot carry: a block is ready every K·τ_cp seconds
+    (the slowest UE's), and one exchange's uplink occupies the channel for τ_up; with τ_up > K·τ_cp
+    blocks would queue behind each other and arrive later than D steps. Only checked when τ_cm comes
+    from the channel's latency model: an explicit timing.tau_cm or latency_ratio is a delay."""
+    overlap, t = cfg.strategy.overlap, cfg.timing
+    if not overlap.enabled or overlap.in_flight != "pipelined" or t.tau_cm is not None or t.latency_ratio is not None:
+        return
+    tau_up = channel.receiver.uplink_airtime(side.workload.dim, side.workload.num_ues)
+    block = steps * float((side.tau_cp * faults.slowdowns(cfg, side.workload.num_ues)).max())
+    if tau_up > block * (1 + 1e-12):
+        raise ConfigError(f"strategy.overlap: the channel needs {tau_up:.3g} s to carry one block's uplink but a "
+                          f"block is computed in {block:.3g} s (K = {steps} steps), so blocks would queue; use "
+                          "strategy.overlap.in_flight = 'single', more local steps, or more channel.resources")
 
 
 def check_batched(cfg: ExperimentConfig, strategy: Strategy, workload: Workload) -> None:

@@ -1,10 +1,12 @@
 """Metrics of the models someone holds at the end of a round: the global model of a server-based
-strategy, or the models the UEs keep (server-free, overlap)."""
+strategy (every UE receives it), or the models the UEs keep (server-free, overlap), whose headline
+is their median with its spread; the virtual average of UE-held models is a reference (``avg_*``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from channels.rng import torch_generator
@@ -23,26 +25,36 @@ def evaluate_held(workload: Workload, held: HeldModels, *, sample: int, seed: in
 
 def evaluate_population(workload: Workload, models: dict[int, torch.Tensor], weights: torch.Tensor,
                         *, sample: int = 0, seed: int = 0, round: int = 0) -> dict[str, Any]:
-    """Metrics of the virtual average w_bar = sum q_m w_m / sum q_m (the headline numbers), the
-    consensus distance mean ||w_m - w_bar|| (both over every UE), and the spread of the UE models'
-    own metrics, over at most ``sample`` UEs drawn from stream "evaluation" (0 = all): evaluating
-    every model of 1000 UEs each round would cost more than the training."""
+    """Metrics of the models the UEs hold: the headline value of every metric is the **median over
+    the UE-held models**, with its spread ``ue_<metric>_min/p10/p90/max``, over at most ``sample``
+    UEs drawn from stream "evaluation" (0 = all; evaluating every model of 1000 UEs each round
+    would cost more than the training). The virtual average w_bar = sum q_m w_m / sum q_m, a model
+    no UE holds, is a reference: its metrics are ``avg_<metric>``. ``consensus`` is the mean
+    distance ||w_m - w_bar|| over every UE."""
     ues = sorted(models)
     W = torch.stack([models[u] for u in ues]).to(workload.device)
     q = weights[ues].to(torch.float64)
     w_bar = (q / q.sum()).to(W.device, W.dtype) @ W
-    row = dict(workload.evaluate(w_bar))
+    row: dict[str, Any] = {f"avg_{k}": v for k, v in workload.evaluate(w_bar).items()}
     row["consensus"] = float(torch.linalg.vector_norm(W - w_bar, dim=1).mean())
     if 0 < sample < len(ues):
         pick = torch.randperm(len(ues), generator=torch_generator(seed, "evaluation", round))[:sample]
         W = W[pick.sort().values]
         row["ue_metrics_sample"] = sample
-    per_ue = workload.evaluate_many(W)
-    for key in ("loss", "accuracy", "gap", "routing_disagreement"):
-        vals = torch.tensor([m[key] for m in per_ue if key in m], dtype=torch.float64)
-        if vals.numel():
-            row[f"ue_{key}_mean"] = float(vals.mean())
-            row[f"ue_{key}_min"] = float(vals.min())
-            row[f"ue_{key}_max"] = float(vals.max())
+    row.update(spread(workload.evaluate_many(W)))
     row["reported_ues"] = len(ues)
     return row
+
+
+def spread(per_ue: list[dict[str, Any]]) -> dict[str, float]:
+    """For every numeric metric the UEs' models have: the median (under the metric's own name) and
+    ``ue_<metric>_min/p10/p90/max``."""
+    out: dict[str, float] = {}
+    keys = [k for k, v in per_ue[0].items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    for key in keys:
+        vals = np.array([m[key] for m in per_ue if key in m], dtype=np.float64)
+        lo, p10, med, p90, hi = np.quantile(vals, [0.0, 0.1, 0.5, 0.9, 1.0])
+        out[key] = float(med)
+        out.update({f"ue_{key}_min": float(lo), f"ue_{key}_p10": float(p10), f"ue_{key}_p90": float(p90),
+                    f"ue_{key}_max": float(hi)})
+    return out

@@ -64,7 +64,14 @@ def failure_fields(failures: list[Failure]) -> dict[str, Any]:
 
 
 def channel_fields(res: Any) -> dict[str, Any]:
+    """The round's channel in the row; analog receivers add the budget and SNR, a faded relay
+    downlink the UEs that missed their estimate."""
     if res is None:
         return {}
-    return {"noise_scale": res.noise_scale, "dropouts": res.dropouts, "n_active": res.n_active,
-            "tx_energy": res.tx_energy}
+    out = {"noise_scale": res.noise_scale, "dropouts": res.dropouts, "n_active": res.n_active,
+           "tx_energy": res.tx_energy}
+    if res.tx_energy_max is not None:
+        out.update(tx_energy_max=res.tx_energy_max, snr_db=res.snr_db)
+    if res.delivered is not None:
+        out["downlink_dropouts"] = int((~res.delivered).sum())
+    return out

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from channels import Channel
 from fedsim.config import ExperimentConfig, apply_overrides, parse_override, validate
 from fedsim.errors import ConfigError
 
@@ -118,7 +119,24 @@ def expand_sweep(cfg_data: dict[str, Any], overrides: list[str], *,
     if errors:
         more = f"\n({len(errors)} of {len(combos)} variants are invalid; the first is shown)"
         raise ConfigError(errors[0] + (more if len(errors) > 1 else ""))
+    refuse_ignored(sweep, variants)
     return variants
+
+
+def refuse_ignored(sweep: dict[str, list[Any]], variants: list[Variant]) -> None:
+    """A swept channel key that no variant's receiver uses varies nothing: refuse it (ConfigError)."""
+    swept = [k for k, values in sweep.items() if len(values) > 1 and k.startswith("channel.")
+             and len(k.split(".")) == 2]
+    if not swept or not variants:
+        return
+    ignoring = [Channel(v.config.channel, v.config.make_strategy().receiver).receiver.ignored() for v in variants]
+    for key in swept:
+        field = key.split(".")[1]
+        if all(field in ignored for ignored in ignoring):
+            receivers = sorted({v.config.make_strategy().receiver for v in variants})
+            raise ConfigError(f"sweep.{key}: every variant ignores channel.{field} (receiver "
+                              f"{', '.join(receivers)} with this channel), so its values would change nothing; "
+                              "drop it from the sweep")
 
 
 def _is_sweep_override(item: str) -> bool:

@@ -152,8 +152,9 @@ def test_d2d_links_are_independent_per_receiver() -> None:
 
 
 def test_validation_errors() -> None:
-    with pytest.raises(ValueError, match="d2d"):
-        channel("d2d", power_control="inversion")
+    with pytest.raises(ValueError, match="one-slot D2D"):
+        channel("d2d-ideal", power_control="inversion")
+    channel("d2d", power_control="inversion")  # slotted D2D pre-equalises one link per slot
     with pytest.raises(ValueError, match="receiver"):
         channel("satellite")
     with pytest.raises(ValueError, match="alpha"):

@@ -30,14 +30,16 @@ def test_extra_delays() -> None:
 
 def test_each_receiver_exchange_by_hand() -> None:
     """d = 250 entries on W = 100 waveforms of 2 ms: 3 symbols = 6 ms of airtime per analog phase;
-    digital: N·d·b/rate up plus d·b/rate down; propagation 1 ms per hop; relay processing 4 ms."""
+    digital: N·d·b/rate up plus d·b/rate down; propagation 1 ms per hop; relay processing 4 ms; a
+    slotted D2D round is N = 5 uplink phases."""
     cfg = ChannelConfig(resources=100, symbol_time=2e-3, bits=8, rate=1e5, propagation=1e-3, relay_processing=4e-3,
                         power_control="phase")
     air = 3 * 2e-3
     expected = {
         "server": 2 * air + 1e-3,  # uplink + broadcast, one hop
         "relay": 2 * air + 2e-3 + 4e-3,  # uplink + forwarding, two hops, processing
-        "d2d": air + 1e-3,  # one broadcast phase, no downlink
+        "d2d": 5 * (air + 1e-3),  # one receive slot per UE, each with its propagation; no downlink
+        "d2d-ideal": air + 1e-3,  # one broadcast phase, no downlink
         "digital": 5 * 250 * 8 / 1e5 + 250 * 8 / 1e5 + 1e-3,  # TDMA of 5 UEs + broadcast
     }
     for receiver, want in expected.items():

@@ -18,7 +18,8 @@ def _quad(tmp_path, **over) -> dict:
         "workload": {"name": "quadratic", "num_ues": 10, "dim": 400, "mu": 1.0, "L": 2.0},
         "train": {"local_steps": 1, "lr": {"schedule": "inverse", "theta": 2.0, "gamma": 16.0}},
         "strategy": {"name": "server-ota"},
-        "channel": {"interference": {"name": "sas", "alpha": 1.3}, "scale": 0.8},
+        # the theory assumes a constant ρ_t = P whatever the energy: the explicitly unbounded rule
+        "channel": {"interference": {"name": "sas", "alpha": 1.3}, "scale": 0.8, "rho": "fixed-unbounded"},
         "engine": {"name": "inline"}, "output": {"dir": str(tmp_path), "plot": False},
     }
     for k, v in over.items():
@@ -36,7 +37,7 @@ def sas_run(tmp_path_factory):
 
 
 def test_noise_scale_is_c_over_n_sqrt_p(sas_run):
-    # fading none, fixed rho = P = 1: c_eff = c / (N sqrt(P)) = 0.8 / 10 (§2.4)
+    # fading none, constant rho = P = 1: c_eff = c / (N sqrt(P)) = 0.8 / 10 (§2.4)
     rows = sas_run.metrics[1:]
     assert all(r["noise_scale"] == pytest.approx(0.08) for r in rows)
     assert rows[-1]["noise_scale_ratio"] == pytest.approx(1.0, abs=0.05)
@@ -83,3 +84,14 @@ def test_conditions_not_met_logs_reason(tmp_path):
     assert "inverse" in rows[0]["theory_notes"]["theorem_a"]
     assert "theory_dist" in rows[-1]  # §4.4 holds for any step-size schedule
     assert all(not (isinstance(v, float) and not math.isfinite(v)) for r in rows for v in r.values())
+
+
+def test_theory_stops_when_the_budget_caps_a_fixed_rho(tmp_path):
+    """rho = "fixed" keeps ρ_t = P only while no UE would exceed P; the quadratic's first gradients
+    need more, so the cap binds, c_eff then depends on the iterate, and the theory curves stop."""
+    rows = load_run(run_experiment(validate(_quad(tmp_path, **{"channel.rho": "fixed", "rounds": 5})),
+                                   quiet=True)).metrics
+    assert "applies" in rows[0]["theory_notes"]["quadratic_reference"]
+    assert rows[1]["tx_energy_max"] == pytest.approx(1.0) and rows[1]["noise_scale"] > 0.08
+    assert "capped rho_t at round 1" in rows[1]["theory_notes"]["quadratic_reference"]
+    assert "theory_dist" not in rows[2] and "theory_bound" not in rows[2]

@@ -43,20 +43,24 @@ class _NormWorkload:
         return [{"loss": float(w[0])} for w in W]
 
 
-def test_evaluation_sample_keeps_headline_metrics_exact() -> None:
+def test_evaluation_sample_keeps_the_virtual_average_exact() -> None:
+    """UE i holds a model whose loss is i. The headline loss is the median over the UEs' models (over
+    a seeded sample of them when asked); the virtual average and consensus always use every UE."""
     from fedsim.run.evaluation import evaluate_population
 
     models = {u: torch.tensor([float(u), 1.0]) for u in range(100)}
     weights = torch.ones(100)
     full = evaluate_population(_NormWorkload(), models, weights)
     sampled = evaluate_population(_NormWorkload(), models, weights, sample=10, seed=3, round=5)
-    # w_bar and consensus always use every UE
-    assert sampled["loss"] == full["loss"] == pytest.approx(49.5)
+    assert sampled["avg_loss"] == full["avg_loss"] == pytest.approx(49.5)  # the average model: mean of the losses
     assert sampled["consensus"] == full["consensus"] and sampled["reported_ues"] == 100
-    assert full["ue_loss_min"] == 0 and full["ue_loss_max"] == 99 and "ue_metrics_sample" not in full
-    assert sampled["ue_metrics_sample"] == 10
-    # the spread comes from 10 distinct UEs: a sample mean, reproducible for (seed, round), new per round
+    assert full["loss"] == pytest.approx(49.5)  # median of 0..99
+    assert (full["ue_loss_min"], full["ue_loss_p10"], full["ue_loss_p90"], full["ue_loss_max"]) == pytest.approx(
+        (0.0, 9.9, 89.1, 99.0))
+    assert "ue_metrics_sample" not in full and sampled["ue_metrics_sample"] == 10
+    # the sample: 10 distinct UEs, reproducible for (seed, round), new per round
     again = evaluate_population(_NormWorkload(), models, weights, sample=10, seed=3, round=5)
     other = evaluate_population(_NormWorkload(), models, weights, sample=10, seed=3, round=6)
-    assert again["ue_loss_mean"] == sampled["ue_loss_mean"] != other["ue_loss_mean"]
+    assert again["loss"] == sampled["loss"] and again["ue_loss_max"] == sampled["ue_loss_max"]
+    assert (other["ue_loss_min"], other["ue_loss_max"]) != (sampled["ue_loss_min"], sampled["ue_loss_max"])
     assert sampled["ue_loss_max"] - sampled["ue_loss_min"] < 99

@@ -49,8 +49,18 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "channel.downlink_scale=0.5", "workload.batch_size=8", "workload.num_ues=6"]),
     "ota_rician_norm": ("quickstart", [
         "rounds=4", "sweep={}", "strategy.name=server-ota", "channel.fading={name='rician', k=2.0}",
-        "channel.csi_error=0.05", "channel.rho=norm", "channel.rho_growth=lr", "train.lr.schedule=inverse",
+        "channel.csi_error=0.05", "channel.rho=norm", "train.lr.schedule=inverse",
         "strategy.fraction=0.6", "workload.num_ues=10"]),
+    "ota_fixed_growth": ("quickstart", [  # a constant ρ growing with 1/η_t, capped by the budget
+        "rounds=4", "sweep={}", "strategy.name=server-ota", "channel.fading=rayleigh", "channel.rho=fixed",
+        "channel.rho_growth=lr", "train.lr.schedule=inverse", "workload.num_ues=6"]),
+    "d2d_slotted_inversion": ("quickstart", [
+        "rounds=4", "sweep={}", "strategy.name=serverfree-d2d", "channel.fading=rayleigh",
+        "channel.interference={name='sas', alpha=1.3, draws='independent'}", "timing.latency_ratio=1.0",
+        "workload.num_ues=5"]),
+    "relay_downlink_fading": ("quickstart", [
+        "rounds=4", "sweep={}", "strategy.name=serverfree-relay", "channel.fading=rayleigh",
+        "channel.downlink_h_th=0.6", "workload.num_ues=8"]),
     "digital_quant_cotaf": ("quickstart", [
         "rounds=4", "sweep={}", "strategy.name=server-digital", "channel.quant_bits=6", "train.local_steps=2",
         "workload.num_ues=6"]),
@@ -93,13 +103,17 @@ def _strip(obj):
 
 def run_case(case: str, out_dir: Path) -> dict:
     """{variant index: {"rows": [...], "retrain_rows": [...], "search": {...}}} for one case."""
+    stem, overrides = CASES[case]
+    return run_file(ROOT / "fedsim" / "experiments" / f"{stem}.toml", overrides, out_dir)
+
+
+def run_file(path: Path, overrides: list[str], out_dir: Path) -> dict:
+    """:func:`run_case` for an experiment file and overrides."""
     from fedsim.config import read_toml
     from fedsim.results.rundir import read_metrics
     from fedsim.runner import run_experiment
     from fedsim.sweep import expand_sweep
 
-    stem, overrides = CASES[case]
-    path = ROOT / "fedsim" / "experiments" / f"{stem}.toml"
     overrides = [*overrides, "engine.name=inline", "output.plot=false", f"output.dir={str(out_dir)!r}"]
     result = {}
     for v in expand_sweep(read_toml(path), overrides, source=str(path)):
