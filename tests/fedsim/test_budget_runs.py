@@ -34,7 +34,8 @@ def run(tmp: Path, *overrides: str, rounds: int = 8, seed: int = 0) -> list[dict
 ANALOG = [  # (strategy, K, transmit, mode)
     *[(s, 1, "gradient", None if s == "server-ota" else "accumulate")
       for s in ("server-ota", "serverfree-relay", "serverfree-d2d")],
-    *[(s, K, "update", None if s == "server-ota" else "accumulate") for s in ("server-ota", "serverfree-relay", "serverfree-d2d") for K in (1, 3)],
+    *[(s, K, "update", None if s == "server-ota" else "accumulate")
+      for s in ("server-ota", "serverfree-relay", "serverfree-d2d") for K in (1, 3)],
     *[(s, K, "model", m) for s, m in (("server-ota", None), ("serverfree-relay", "reset"),
                                       ("serverfree-d2d", "reset")) for K in (1, 3)],
 ]
