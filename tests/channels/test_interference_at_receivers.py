@@ -143,3 +143,40 @@ def test_shared_draws_approach_the_gaussian_case_as_alpha_tends_to_two(alpha: fl
     gap = float((noise(alpha) - at_two).abs().median() / at_two.abs().median())
     assert 0.05 * (2.0 - alpha) < gap < 0.5 * (2.0 - alpha)  # shrinks linearly in 2 − α, but is not 0
     assert stats.kstest(at_two.numpy() * 3, stats.norm(scale=math.sqrt(2)).cdf).pvalue > 0.01
+
+
+@pytest.mark.parametrize("alpha", [1.3, 1.7])
+def test_isotropic_vectors_through_the_channel(alpha: float) -> None:
+    """vector = 'isotropic': each round's noise vector is √A·G, so (i) one coordinate across
+    independent rounds is SαS(α, c/gain) and (ii) within one round the coordinates are Gaussian
+    with one shared variance (KS against the normal after standardising), which the i.i.d. vector
+    of the same law is not."""
+    n, d, rounds, c = 4, 2_000, 300, 0.5
+    zeros = torch.zeros(n, d, dtype=torch.float64)
+
+    def noise(vector: str, r: int) -> np.ndarray:
+        cfg = ChannelConfig(interference=sas(alpha, vector=vector), scale=c)
+        return Channel(cfg, "server").transmit(zeros, seed=2, round=r).estimate.numpy()
+
+    iso = np.stack([noise("isotropic", r) for r in range(rounds)])
+    assert stats.kstest(iso[:, 0], stable_cdf(alpha, c / n)).pvalue > 0.01
+    within = [stats.kstest(v / v.std(), "norm").pvalue for v in iso[:20]]
+    assert min(within) > 1e-3, within
+    iid = noise("iid", 0)
+    assert stats.kstest(iid / iid.std(), "norm").pvalue < 1e-6
+    # the shared variance changes from round to round (it is the stable A, not a constant)
+    stds = iso.std(axis=1)
+    assert stds.max() / stds.min() > 3.0
+
+
+def test_relay_per_ue_downlink_noise_scales_with_downlink_scale() -> None:
+    """interference_mode = 'per_ue', no fading: UE m hears only its own downlink draw, Gaussian
+    N(0, 2·(c·s_DL/N)²) for s_DL = 0.25; the KS test sees a 20 % error in s_DL."""
+    n, d, c, k = 3, 20_000, 1.0, 0.25
+    cfg = ChannelConfig(interference="gaussian", scale=c, downlink_scale=k, interference_mode="per_ue")
+    res = Channel(cfg, "relay").transmit(torch.zeros(n, d, dtype=torch.float64), seed=4, round=2)
+    sd = math.sqrt(2.0) * c * k / n
+    for m in range(n):
+        assert stats.kstest(res.estimate[m].numpy(), stats.norm(scale=sd).cdf).pvalue > 0.01
+        assert stats.kstest(res.estimate[m].numpy(), stats.norm(scale=1.2 * sd).cdf).pvalue < 1e-6
+    assert abs(np.corrcoef(res.estimate[0].numpy(), res.estimate[1].numpy())[0, 1]) < 0.03
