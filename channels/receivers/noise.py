@@ -82,13 +82,17 @@ class Noise:
         estimate = signal + self.common if self.common is not None else signal
         if per_ue and estimate.dim() == 1:
             estimate = estimate.unsqueeze(0).expand(n, -1).clone()
-        if self.per_ue is not None:
-            estimate = estimate.add_(self.per_ue)
+        if self.per_ue is not None:  # not in place: ``estimate`` may still be the caller's signal
+            estimate = estimate + self.per_ue
         return estimate
 
     def per_ue_median(self) -> float:
+        """The median per-UE scale over the UEs that received an estimate (a missed one has none)."""
         s = self.per_ue_scale
-        return float(s.median()) if isinstance(s, torch.Tensor) else float(s)
+        if not isinstance(s, torch.Tensor):
+            return float(s)
+        heard = s if self.delivered is None else s[self.delivered.to(s.device)]
+        return float(heard.median()) if heard.numel() else 0.0
 
     def scale(self, alpha: float) -> float:
         """The total per-coordinate scale on an estimate, ``(c_common^α + c_per_ue^α)^{1/α}`` (the

@@ -99,7 +99,7 @@ class OnlineAnalytics:
             return "server-free with per-UE noise: models differ (§4.5); only common noise reduces to §4.3"
         if ch.fading.name != "none" or ch.csi_error > 0:
             return "needs fading = none and perfect CSI (fading is multiplicative noise, drop-outs bias the average)"
-        if ch.rho not in ("fixed", "fixed-unbounded"):
+        if self.receiver.analog and ch.rho not in ("fixed", "fixed-unbounded"):
             return "needs a constant power scaling, channel.rho = fixed or fixed-unbounded (full/norm/COTAF make " \
                    "c_eff depend on the iterate)"
         if self.interference == "sas" and not 1.0 < self.alpha <= 2.0:
@@ -225,8 +225,8 @@ class OnlineAnalytics:
     def _check_constant_rho(self, r: int, ch: Any) -> dict[str, Any]:
         """Under rho = "fixed" the budget may cap ρ_t, and then c_eff depends on the iterate: the
         theory curves stop from that round on, and the row says why."""
-        if self.cfg.channel.rho != "fixed" or ch.rho == self.cfg.channel.power or not (self._ref or
-                                                                                      self._theorem_a_reason is None):
+        if (not self.receiver.analog or self.cfg.channel.rho != "fixed" or ch.rho == self.cfg.channel.power
+                or not (self._ref or self._theorem_a_reason is None)):
             return {}
         why = f"the power budget capped rho_t at round {r}: c_eff depends on the iterate from then on"
         self._ref = False

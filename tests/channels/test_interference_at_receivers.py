@@ -180,3 +180,34 @@ def test_relay_per_ue_downlink_noise_scales_with_downlink_scale() -> None:
         assert stats.kstest(res.estimate[m].numpy(), stats.norm(scale=sd).cdf).pvalue > 0.01
         assert stats.kstest(res.estimate[m].numpy(), stats.norm(scale=1.2 * sd).cdf).pvalue < 1e-6
     assert abs(np.corrcoef(res.estimate[0].numpy(), res.estimate[1].numpy())[0, 1]) < 0.03
+
+
+@pytest.mark.parametrize("receiver", ["d2d", "d2d-ideal"])
+def test_d2d_snr_is_measured_on_the_noise_free_signal(receiver: str) -> None:
+    """No fading, no power control, equal weights: every slot decodes the plain mean of the rows
+    (by hand), so snr_db = 10·log10(mean(v̄²) / S0²) with S0 = c_slot·e^{−γ/2}, not the power of
+    signal plus noise."""
+    n, d = 5, 20_000
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(n, d, generator=g, dtype=torch.float64) * 0.1 + 0.2
+    cfg = ChannelConfig(interference="gaussian", scale=2.0, power_control="none")
+    res = Channel(cfg, receiver).transmit(v, seed=0, round=0)
+    s0 = res.noise_scale * math.exp(-EULER / 2)
+    by_hand = 10 * math.log10(float(v.mean(0).square().mean()) / s0**2)
+    assert res.snr_db == pytest.approx(by_hand, abs=1e-6)
+    torch.testing.assert_close(res.estimate - res.noise_per_ue, v.mean(0).expand(n, -1))
+
+
+def test_relay_noise_scale_is_the_median_over_ues_that_heard_the_downlink() -> None:
+    """downlink_h_th = 1.2 drops a UE with probability 1 − e^{−1.44} ≈ 76 %: a median that counted
+    the missed UEs as noiseless would report the uplink's scale alone."""
+    cfg = ChannelConfig(fading="rayleigh", power_control="phase", interference="gaussian", scale=1.0,
+                        downlink_h_th=1.2)
+    res = Channel(cfg, "relay").transmit(torch.ones(12, 50, dtype=torch.float64), seed=0, round=1)
+    heard = res.delivered
+    assert 0 < int(heard.sum()) < 6  # most UEs missed it this round
+    per_ue = torch.as_tensor(res.noise_scale_per_ue)[heard]
+    assert bool((per_ue > 0).all())
+    both = math.hypot(res.noise_scale_common, float(per_ue.median()))  # Gaussian scales add in quadrature
+    assert res.noise_scale == pytest.approx(both)
+    assert res.noise_scale > res.noise_scale_common * 1.01

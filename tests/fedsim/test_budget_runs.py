@@ -168,3 +168,12 @@ def test_single_in_flight_is_the_way_out_of_a_queued_pipeline(tmp_path: Path) ->
         run(tmp_path, "strategy.name='server-ota'", "strategy.overlap.enabled=true", "strategy.transmit='update'",
             "channel.resources=1",
             "channel.symbol_time=1e-3", "workload={name='quadratic', num_ues=3, dim=50}", rounds=3)
+
+
+def test_digital_fedavg_keeps_its_theory_curve_under_the_default_rho(tmp_path: Path) -> None:
+    """ρ rules belong to analog receivers: noise-free digital FedAvg on a quadratic with the default
+    rho = "full" still gets the exact reference, which then is the run itself (dist equal)."""
+    rows = run(tmp_path, "strategy.name='server-digital'", "train.lr={schedule='constant', eta=0.05}")
+    assert all("theory_dist" in r for r in rows)
+    for r in rows:
+        assert r["theory_dist"] == pytest.approx(r["dist"], rel=1e-9)

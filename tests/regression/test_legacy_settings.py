@@ -58,8 +58,14 @@ def old_view(new_row: dict, old_row: dict) -> dict:
 
 
 def far(a, b) -> bool:
+    """Floats (also inside the constants table) beyond 1e-9 relative, anything else at all: another
+    numpy/scipy build may move the last bits of a Newton-CG optimum."""
     if isinstance(b, float) and isinstance(a, int | float):
         return not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() != b.keys() or any(far(a[k], b[k]) for k in b)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) != len(b) or any(far(x, y) for x, y in zip(a, b, strict=True))
     return a != b
 
 
