@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from scipy import stats
 
 from channels import FADING, Channel, ChannelConfig, sas_median_abs, stochastic_quantize
 from channels.rng import torch_generator
@@ -187,8 +188,53 @@ def test_quantiser_unbiased_and_levels() -> None:
     torch.testing.assert_close(k, k.round(), atol=1e-9, rtol=0)
 
 
-def test_digital_quantised_estimate() -> None:
-    v, q = _data()
-    res = channel("digital", quant_bits=8).transmit(v, q, seed=0, round=0)
-    torch.testing.assert_close(res.estimate - res.noise, q @ v)
-    assert 0 < float(res.noise.abs().max()) < float((v.max() - v.min()) / 255)
+def test_digital_quantised_estimate_has_the_hand_computed_law() -> None:
+    """1-bit stochastic quantisation of two UEs, weights (1/4, 3/4): every estimate entry is
+    ``¼·Q1 + ¾·Q2`` with Q_n on UE n's two levels {min, max}, up with probability
+    (v − min)/(max − min). Hand computation, entry by entry:
+
+    - entry 0 (both at their minimum): exactly ¼·0 + ¾·1 = 0.75;
+    - entry 1 (UE 0 at 0.25 of its step, UE 1 at its maximum): 2.25 (p ¾) or 2.5 (p ¼);
+    - entry 2 (fractions 0.5 and 0.6): 0.75 (p .2), 1.0 (p .2), 2.25 (p .3), 2.5 (p .3);
+    - entry 3 (UE 0 at its maximum, UE 1 at 0.2): 1.0 (p .8), 2.5 (p .2).
+    """
+    v = torch.tensor([[0.0, 0.25, 0.5, 1.0], [1.0, 3.0, 2.2, 1.4]], dtype=torch.float64)
+    q = torch.tensor([0.25, 0.75], dtype=torch.float64)
+    exact = torch.tensor([0.75, 2.3125, 1.775, 1.3], dtype=torch.float64)  # ¼ v_0 + ¾ v_1 by hand
+    ch = channel("digital", quant_bits=1)
+    reps = 4000
+    est = torch.stack([ch.transmit(v, q, seed=0, round=r).estimate for r in range(reps)])
+    laws = {0: {0.75: 1.0}, 1: {2.25: 0.75, 2.5: 0.25},
+            2: {0.75: 0.2, 1.0: 0.2, 2.25: 0.3, 2.5: 0.3}, 3: {1.0: 0.8, 2.5: 0.2}}
+    for j, law in laws.items():
+        col = est[:, j]
+        hits = torch.zeros(reps, dtype=torch.bool)
+        for value, p in law.items():
+            at = (col - value).abs() < 1e-12
+            hits |= at
+            freq = float(at.double().mean())
+            assert abs(freq - p) <= 4.5 * math.sqrt(p * (1 - p) / reps) + 1e-12, (j, value, freq, p)
+        assert bool(hits.all()), f"entry {j} left its hand-computed support"
+    torch.testing.assert_close(est.mean(0), exact, atol=0.03, rtol=0)  # unbiased (E Q = v)
+    one = ch.transmit(v, q, seed=0, round=0)
+    torch.testing.assert_close(one.noise, one.estimate - exact)
+    assert one.noise_scale == 0.0 and one.n_active == 2
+
+
+@pytest.mark.parametrize(("interference", "ref"), [
+    ("gaussian", lambda c: stats.norm(scale=math.sqrt(2.0) * c)),   # SαS(2, c) = N(0, 2c²)
+    ({"name": "sas", "alpha": 1.0}, lambda c: stats.cauchy(scale=c)),  # SαS(1, c) = Cauchy(c)
+])
+def test_server_noise_has_the_declared_law(interference, ref) -> None:
+    """Zero payload, N = 5 UEs, ρ = P = 4 (nothing to scale), phase-only control on Rayleigh fading
+    (μ = E|h| = √π/2): every coordinate of the estimate is pure interference, i.i.d. with the
+    interference law at scale c/(N·√ρ·μ) = 0.6/(5·2·√π/2); Kolmogorov–Smirnov against scipy's
+    closed-form law, and the same test rejects the law at 1.2× that scale."""
+    n, d, c = 5, 20_000, 0.6
+    res = channel(fading="rayleigh", power_control="phase", rho="fixed", power=4.0, interference=interference,
+                  scale=c).transmit(torch.zeros(n, d, dtype=torch.float64), seed=4, round=2)
+    c_eff = c / (n * 2.0 * math.sqrt(math.pi) / 2.0)
+    assert res.noise_scale == pytest.approx(c_eff, rel=1e-12)
+    x = res.estimate.numpy()
+    assert stats.kstest(x, ref(c_eff).cdf).pvalue > 1e-3
+    assert stats.kstest(x, ref(1.2 * c_eff).cdf).pvalue < 1e-6

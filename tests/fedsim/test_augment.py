@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import stats
 
 from fedsim.config import apply_overrides, validate
 from fedsim.errors import ConfigError
@@ -48,6 +50,125 @@ def test_magnitude_zero_and_identity_are_exact(name: str) -> None:
     x = torch.rand(8, 1, 10, 10, generator=_gen(3))
     assert torch.equal(apply_op(name, x, 0.0, _gen(4)), x)
     assert torch.equal(apply_op("identity", x, torch.rand(8, generator=_gen(5)), _gen(4)), x)
+
+
+def _blob(n: int, side: int, cy: float, cx: float, s: float = 1.5) -> torch.Tensor:
+    """``[n, 1, side, side]`` copies of a Gaussian spot (peak 1) centred at pixel (cy, cx)."""
+    ys = torch.arange(side, dtype=torch.float64).view(side, 1)
+    xs = torch.arange(side, dtype=torch.float64).view(1, side)
+    spot = torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * s * s))
+    return spot.expand(n, 1, side, side).clone()
+
+
+def _centroid(x: torch.Tensor) -> torch.Tensor:
+    """``[n, 2]`` intensity centroids (row, column) in pixels."""
+    _, _, h, w = x.shape
+    ys = torch.arange(h, dtype=x.dtype).view(1, h, 1)
+    xs = torch.arange(w, dtype=x.dtype).view(1, 1, w)
+    m = x[:, 0].sum((1, 2))
+    return torch.stack([(x[:, 0] * ys).sum((1, 2)) / m, (x[:, 0] * xs).sum((1, 2)) / m], 1)
+
+
+SIDE = 28
+MID = (SIDE - 1) / 2  # the rotation / shear centre, in pixels
+MAGS = torch.linspace(0.1, 1.0, 40, dtype=torch.float64)
+
+
+def test_shift_translates_by_fifteen_percent_of_the_side_in_a_uniform_direction() -> None:
+    """A spot far from the borders keeps its mass and its centroid moves by exactly mag·0.15·28 px
+    (bilinear interpolation moves the first moment exactly); the directions of 400 shifts are
+    uniform on the circle (Kolmogorov–Smirnov)."""
+    x = _blob(40, SIDE, MID, MID)
+    y = apply_op("shift", x, MAGS, _gen(30))
+    moved = _centroid(y) - _centroid(x)
+    torch.testing.assert_close(moved.norm(dim=1), 0.15 * MAGS * SIDE, rtol=0, atol=1e-6)
+    torch.testing.assert_close(y.sum((1, 2, 3)), x.sum((1, 2, 3)), rtol=1e-8, atol=0)
+    many = _blob(400, SIDE, MID, MID)
+    d = _centroid(apply_op("shift", many, 0.5, _gen(31))) - _centroid(many)
+    angle = (torch.atan2(d[:, 0], d[:, 1]) % (2 * math.pi)) / (2 * math.pi)
+    assert stats.kstest(angle.numpy(), "uniform").pvalue > 1e-3
+
+
+def test_rotate_turns_about_the_centre_by_plus_or_minus_thirty_degrees_times_magnitude() -> None:
+    x = _blob(40, SIDE, MID, MID + 7)  # 7 px right of the centre
+    y = apply_op("rotate", x, MAGS, _gen(32))
+    v0, v1 = _centroid(x) - MID, _centroid(y) - MID
+    turn = torch.atan2(v1[:, 0], v1[:, 1]) - torch.atan2(v0[:, 0], v0[:, 1])
+    torch.testing.assert_close(turn.abs(), MAGS * math.radians(30), rtol=0, atol=math.radians(0.1))
+    torch.testing.assert_close(v1.norm(dim=1), v0.norm(dim=1), rtol=0, atol=0.02)  # same radius
+    assert 0 < int((turn > 0).sum()) < 40  # both senses occur
+
+
+def test_shear_moves_one_axis_by_k_times_the_other_coordinate() -> None:
+    """Shear by k = ±0.3·mag along x (column += ±k·row offset) or along y (row += ±k·column offset),
+    about the centre: a spot at (+5, −6) px from the centre moves by 1.5·k' or 1.8·k' on one axis only."""
+    x = _blob(40, SIDE, MID + 5, MID - 6)
+    y = apply_op("shear", x, MAGS, _gen(33))
+    d = _centroid(y) - _centroid(x)
+    along_x = d[:, 0].abs() < 1e-4
+    along_y = d[:, 1].abs() < 1e-4
+    assert bool((along_x ^ along_y).all()) and 0 < int(along_x.sum()) < 40
+    k = 0.3 * MAGS
+    torch.testing.assert_close(d[along_x, 1].abs(), 5 * k[along_x], rtol=0, atol=1e-3)
+    torch.testing.assert_close(d[along_y, 0].abs(), 6 * k[along_y], rtol=0, atol=1e-3)
+
+
+def test_cutout_zeroes_one_square_of_the_stated_side() -> None:
+    """On an all-ones 12x12 image the zeroed pixels form one solid rectangle inside a square of side
+    ceil(mag·0.5·12) px, exactly that square where it does not touch the border."""
+    mags = torch.linspace(0.1, 1.0, 200, dtype=torch.float64)
+    y = apply_op("cutout", torch.ones(200, 1, 12, 12, dtype=torch.float64), mags, _gen(34))
+    assert bool(((y == 0) | (y == 1)).all())
+    inside = 0
+    for img, m in zip(y[:, 0], mags, strict=True):
+        side = math.ceil(float(m) * 6)
+        rows, cols = (img == 0).nonzero(as_tuple=True)
+        h, w = int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
+        assert rows.numel() == h * w and h <= side and w <= side  # a solid rectangle within the square
+        if 0 < rows.min() and rows.max() < 11 and 0 < cols.min() and cols.max() < 11:
+            assert h == w == side
+            inside += 1
+    assert inside > 20
+
+
+def test_brightness_adds_plus_or_minus_point_four_times_magnitude() -> None:
+    x = 0.45 + 0.1 * torch.rand(40, 1, 8, 8, generator=_gen(35), dtype=torch.float64)  # never clamped
+    d = apply_op("brightness", x, MAGS, _gen(36)) - x
+    per = d.flatten(1)
+    torch.testing.assert_close(per, per[:, :1].expand_as(per), rtol=0, atol=1e-12)  # one offset per image
+    torch.testing.assert_close(per[:, 0].abs(), 0.4 * MAGS, rtol=0, atol=1e-12)
+    assert 0 < int((per[:, 0] > 0).sum()) < 40
+    bright = apply_op("brightness", torch.full((40, 1, 2, 2), 0.9, dtype=torch.float64), 1.0, _gen(37))
+    assert set(bright.flatten().tolist()) <= {1.0, 0.9 - 0.4}  # clamped at 1 going up
+
+
+def test_contrast_scales_deviations_from_the_image_mean() -> None:
+    x = 0.4 + 0.2 * torch.rand(40, 1, 8, 8, generator=_gen(38), dtype=torch.float64)  # never clamped
+    y = apply_op("contrast", x, MAGS, _gen(39))
+    mean = x.mean((1, 2, 3), keepdim=True)
+    torch.testing.assert_close(y.mean((1, 2, 3), keepdim=True), mean, rtol=0, atol=1e-12)
+    factor = ((y - mean).flatten(1) / (x - mean).flatten(1)).median(1).values
+    torch.testing.assert_close(y - mean, factor.view(-1, 1, 1, 1) * (x - mean), rtol=0, atol=1e-12)
+    torch.testing.assert_close((factor - 1).abs(), 0.6 * MAGS, rtol=0, atol=1e-9)
+    assert 0 < int((factor > 1).sum()) < 40
+
+
+@pytest.mark.parametrize("mag", [0.25, 0.5])
+def test_noise_is_gaussian_with_std_point_two_times_magnitude(mag: float) -> None:
+    x = torch.full((8, 1, 32, 32), 0.5, dtype=torch.float64)  # clamping needs a 0.5/0.1 = 5σ draw
+    z = ((apply_op("noise", x, mag, _gen(40)) - x) / (0.2 * mag)).flatten().numpy()
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    assert stats.kstest(z, stats.norm(scale=1.15).cdf).pvalue < 1e-6  # a 15 % wrong std is rejected
+
+
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_batched_stages_equal_the_single_op(name: str) -> None:
+    """apply_stages with one stage of one op on every row draws in the same order as apply_op: equal."""
+    x = torch.rand(6, 1, 10, 10, generator=_gen(41))
+    mags = torch.linspace(0.2, 1.0, 6)
+    ops = torch.full((6, 1), OP_NAMES.index(name), dtype=torch.long)
+    staged = apply_stages(x, ops, torch.ones(6, 1, dtype=torch.bool), mags.view(6, 1), _gen(42))
+    assert torch.equal(staged, apply_op(name, x, mags, _gen(42)))
 
 
 def test_same_seed_same_batch() -> None:

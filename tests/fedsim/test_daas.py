@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from pydantic import ValidationError
 
 from fedsim.config import apply_overrides, validate
+from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
 from fedsim.workloads.augsearch import augment_batch
 from fedsim.workloads.nas.gdas import GdasConfig, GdasWorkload
@@ -138,13 +140,27 @@ def test_daas_run_writes_the_pair_and_retrains_genotype_with_policy(tmp_path: Pa
     run_dir = run_experiment(cfg, quiet=True)
     summary = json.loads((run_dir / "summary.json").read_text())
     found = summary["search"]
-    assert set(found["architecture"]) == {"genotype", "policy"}
-    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
-    assert "policy_entropy" in last and "alpha_entropy" in last
+    pair = found["architecture"]
+    assert set(pair) == {"genotype", "policy"}
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    wl = GdasWorkload(cfg.workload, seed=cfg.seed)
+    assert rows[0]["loss"] == pytest.approx(wl.evaluate(wl.init_params())["loss"], rel=1e-6)  # round 0 = init
+    k = wl.aug_space.num_subpolicies
+    assert rows[0]["policy_entropy"] == pytest.approx(math.log(k), rel=1e-6)  # β = 0: uniform over sub-policies
+    for r in rows[1:]:
+        assert 0 < r["policy_entropy"] <= math.log(k) + 1e-6 and 0 < r["alpha_entropy"] <= math.log(6) + 1e-6
+    # the child's weights by hand (cells.py): stem 9C, 9C² per kept conv edge per cell, head 4C·10 + 10
+    convs = sum(op in ("conv3x3", "dil_conv3x3") for pairs in pair["genotype"].values() for op, _ in pairs)
+    assert found["resources"]["params"] == 9 * 4 + 2 * convs * 9 * 16 + 40 * 4 + 10
+    assert len(pair["policy"]["logits"]) == wl.aug_space.num_logits
     re = found["retrain"]
     assert re["status"] == "completed" and 0 <= re["final"]["accuracy"] <= 1
-    retrain_cfg = json.loads((run_dir / re["run_dir"] / "summary.json").read_text())
-    assert retrain_cfg["status"] == "completed"
+    retrain = load_run(run_dir / re["run_dir"])
+    assert retrain.summary["status"] == "completed"
+    rw = retrain.config["workload"]
+    assert rw["arch"] == pair["genotype"] and rw["augment"]["policy"] == "fixed"
+    assert rw["augment"]["logits"] == pytest.approx(pair["policy"]["logits"])  # β frozen as searched
+    assert retrain.metrics[-1]["arch_params"] == found["resources"]["params"]
 
 
 def test_reports_show_the_genotype_and_top_sub_policy_not_the_logits() -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from fedsim.config import apply_overrides, validate
+from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
-from fedsim.workloads import build_workload
+from fedsim.workloads import build_workload, parse_workload_config
 from fedsim.workloads.nas.dash import DashConfig
 from fedsim.workloads.nas.fourier import aggregate_kernel, center_pad, dilate, fast_length, fourier_conv
 
@@ -210,15 +212,58 @@ def test_mnist_1d_defaults_build_and_agree() -> None:
                                    wl.supernet_logits(theta, x, coeffs, evaluation="explicit"), rtol=1e-4, atol=1e-5)
 
 
-def test_end_to_end_search_and_retrain(tmp_path) -> None:
+def _params_2d(arch: dict, channels=(4, 8), side: int = 8) -> int:
+    """dash.py's 2-D child by hand: conv l has c_l·c_{l−1}·k_l² weights + c_l biases and a 2x2 max-pool;
+    the head maps the flattened c_L·(side / 2^L)² features to 10 classes (+ 10 biases)."""
+    total, c_in = 0, 1
+    for layer, c in enumerate(channels):
+        total += c * c_in * arch[f"conv{layer}"]["kernel"] ** 2 + c
+        c_in, side = c, side // 2
+    return total + c_in * side * side * 10 + 10
+
+
+def _rows(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _search(tmp_path, *extra: str):
     cfg = validate(apply_overrides({}, [
         "engine.name='inline'", "output.plot=false", f"output.dir='{tmp_path}'", "checkpoint.every=0", "rounds=2",
         "workload={name='nas-dash', dataset='digits', channels=[4, 8], num_ues=4, retrain_rounds=1}",
-        "train.local_steps=2", "strategy.name='serverfree-relay'", "strategy.transmit='update'"]))
+        "train.local_steps=2", *extra]))
     run_dir = run_experiment(cfg, quiet=True)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["round"] == 2 and "alpha_entropy" in rows[-1]
+    return cfg, run_dir, json.loads((run_dir / "summary.json").read_text())
+
+
+def test_end_to_end_search_and_retrain(tmp_path) -> None:
+    cfg, run_dir, summary = _search(tmp_path, "strategy.name='serverfree-relay'", "strategy.transmit='update'")
+    rows = _rows(run_dir)
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    wl = build_workload(cfg.workload, cfg.seed)
+    assert rows[0]["loss"] == pytest.approx(wl.evaluate(wl.init_params())["loss"], rel=1e-6)  # round 0 = init
+    for r in rows[1:]:  # softmax over the 9 (k, d) pairs of each layer: entropy ≤ ln 9
+        assert 0.0 < r["alpha_entropy"] <= math.log(9) + 1e-6
     found = json.loads((run_dir / "architecture.json").read_text())
-    assert set(found["architecture"]) == {"conv0", "conv1"}
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["search"]["retrain"]["status"] == "completed"
+    arch = found["architecture"]
+    assert set(arch) == {"conv0", "conv1"}
+    assert all(c["kernel"] in (3, 5, 7) and c["dilation"] in (1, 2, 4) for c in arch.values())
+    assert found["resources"]["params"] == _params_2d(arch)
+    assert summary["status"] == "completed"
+    re = summary["search"]["retrain"]
+    assert re["status"] == "completed" and re["rounds"] == 1
+    retrain = load_run(run_dir / re["run_dir"])
+    assert retrain.metrics[-1]["accuracy"] == re["final"]["accuracy"]
+    child = build_workload(parse_workload_config(retrain.config["workload"]), cfg.seed)
+    assert child.dim == _params_2d(arch)  # the retrained network has exactly the found child's weights
+
+
+def test_a_budget_admitting_one_architecture_returns_exactly_it(tmp_path) -> None:
+    """K = (3, 5), D = (1,): 4 architectures; the smallest, k = 3 in both layers, has by hand
+    4·9 + 4 + 8·4·9 + 8 + 8·4·10 + 10 = 666 weights, and a budget of 666 admits only it."""
+    arch3 = {"conv0": {"kernel": 3, "dilation": 1}, "conv1": {"kernel": 3, "dilation": 1}}
+    assert _params_2d(arch3) == 666
+    _, run_dir, summary = _search(tmp_path, "workload.kernels=[3, 5]", "workload.dilations=[1]",
+                                  "workload.max_params=666")
+    found = json.loads((run_dir / "architecture.json").read_text())
+    assert found["architecture"] == arch3 and found["resources"]["params"] == 666
+    assert summary["search"]["retrain"]["status"] == "completed"

@@ -225,9 +225,21 @@ def test_random_strategy_freezes_alpha_and_picks_the_best_shared_weight_candidat
     assert torch.equal(wl.split(out)[1], wl.split(w)[1]) and st == {}
     res = wl.search_result(out)
     scores = res["candidate_val_accuracy"]
-    assert len(scores) == 4 and max(scores) >= min(scores)
-    arch, _ = wl.best_random(wl.split(out)[0])
-    assert res["architecture"] == arch and wl.space.validate(arch) == arch
+    arch = res["architecture"]
+    assert len(scores) == 4 and wl.space.validate(arch) == arch
+    # independent score of the pick: the standalone child network (its own layout, only the genotype's
+    # edges) with the supernet's shared weights, on every UE's validation split pooled
+    xs, ys = zip(*(wl.data.ue_validation_data(n) for n in range(3)), strict=True)
+    x, y = torch.cat(xs), torch.cat(ys)
+    child = GdasWorkload(GdasConfig(num_ues=3, arch=arch), seed=0)
+    with torch.no_grad():
+        logits = child.space.forward(child.layout.views(wl.child_weights(wl.split(out)[0], arch)), x,
+                                     child._fixed_path)
+    acc = float((logits.argmax(1) == y).double().mean())
+    assert len(set(scores)) > 1  # the candidates are told apart after 3 steps
+    assert acc == pytest.approx(max(scores), abs=1e-6)  # the best-scoring candidate is the one returned
+    for sc in scores:  # accuracies on len(y) examples
+        assert abs(sc * len(y) - round(sc * len(y))) < 1e-3
 
 
 def test_search_result_and_retrain_config_follow_the_contract() -> None:
@@ -255,6 +267,17 @@ def test_search_result_and_retrain_config_follow_the_contract() -> None:
     assert 0 < ev["alpha_entropy"] <= math.log(6) + 1e-9
 
 
+def _params_by_hand(genotype: dict, channels: int, cells: int) -> int:
+    """cells.py's network by hand: stem 1 -> C 3x3 (9C), per cell a C -> C 3x3 kernel (9C²) for every kept
+    conv/dil_conv edge, head on the 2x2-pooled C channels (4C·10 + 10)."""
+    convs = sum(op in ("conv3x3", "dil_conv3x3") for pairs in genotype.values() for op, _ in pairs)
+    return 9 * channels + cells * convs * 9 * channels**2 + 40 * channels + 10
+
+
+def _rows(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.parametrize("overrides", [
     ["strategy.name='server-digital'"],
     ["strategy.name='serverfree-relay'"],
@@ -267,12 +290,41 @@ def test_runs_under_every_strategy_then_retrains(tmp_path, overrides: list[str])
         "workload={name='nas-gdas', num_ues=3, cells=1, retrain_rounds=1}", *overrides]))
     assert cfg.workload.total_steps == 4
     run_dir = run_experiment(cfg, quiet=True)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = _rows(run_dir)
     assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r)
+    wl = build_workload(cfg.workload, cfg.seed)
+    assert rows[0]["loss"] == pytest.approx(wl.evaluate(wl.init_params())["loss"], rel=1e-6)  # round 0 = init
+    for r in rows[1:]:
+        assert 0.0 < r["alpha_entropy"] <= math.log(6) + 1e-9 and 1 / 6 - 1e-9 <= r["alpha_max_prob"] <= 1.0
     summary = json.loads((run_dir / "summary.json").read_text())
     found = json.loads((run_dir / "architecture.json").read_text())
-    assert summary["search"]["retrain"]["status"] == "completed"
-    GdasConfig(arch=found["architecture"], cells=1)  # a valid genotype
+    arch = found["architecture"]
+    GdasConfig(arch=arch, cells=1)  # a valid genotype
+    assert found["resources"]["params"] == _params_by_hand(arch, 8, 1)
+    for probs in found["op_probs"].values():  # softmax(α) per edge
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5) and min(probs.values()) > 0
+    re = summary["search"]["retrain"]
+    assert re["status"] == "completed" and re["rounds"] == 1
+    retrain = _rows(run_dir / re["run_dir"])
+    assert [r["round"] for r in retrain] == [0, 1]
+    assert retrain[-1]["arch_params"] == _params_by_hand(arch, 8, 1)  # the retrained child is the found one
+    assert retrain[-1]["accuracy"] == re["final"]["accuracy"]
+
+
+def test_a_budget_admitting_one_genotype_returns_exactly_it(tmp_path) -> None:
+    """One node fed by s0 and s1, ops {conv3x3, skip, none}: 4 genotypes, and a budget of
+    9C + 40C + 10 = 402 weights (C = 8, by hand) admits only the conv-free one, skip from both inputs."""
+    budget = 9 * 8 + 40 * 8 + 10
+    cfg = validate(apply_overrides({}, [
+        "engine.name='inline'", "output.plot=false", f"output.dir='{tmp_path}'", "rounds=2", "checkpoint.every=0",
+        "train.local_steps=2",
+        f"workload={{name='nas-gdas', num_ues=3, cells=1, nodes=1, ops=['conv3x3', 'skip', 'none'], "
+        f"max_params={budget}, retrain_rounds=1}}"]))
+    run_dir = run_experiment(cfg, quiet=True)
+    found = json.loads((run_dir / "architecture.json").read_text())
+    assert found["architecture"] == {"node0": [["skip", 0], ["skip", 1]]}
+    assert found["resources"]["params"] == budget == _params_by_hand(found["architecture"], 8, 1)
+    assert found["budget"]["met"] is True
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -4,6 +4,7 @@ federated workload (feasible children only, weight sharing, distributive control
 from __future__ import annotations
 
 import json
+import math
 
 import pydantic
 import pytest
@@ -312,22 +313,57 @@ def test_sklearn_tables(dataset: str) -> None:
     assert 0 <= wl.evaluate(w)["accuracy"] <= 1
 
 
-@pytest.mark.parametrize("strategy", [
-    ["strategy.name='server-digital'"],
-    ["strategy.name='serverfree-relay'"],
-    ["strategy.name='server-ota'", "channel.interference='gaussian'", "channel.scale=0.01"],
-])
-def test_end_to_end_run(tmp_path, strategy: list[str]) -> None:
+def _mlp_params(h0: int, h1: int) -> int:
+    """A 60-feature, 10-class MLP with hidden widths (h0, h1), weights and biases, by hand."""
+    return 61 * h0 + (h0 + 1) * h1 + (h1 + 1) * 10
+
+
+WIDTHS = (4, 8, 16, 32, 64)
+
+
+def _run(tmp_path, *extra: str):
     from fedsim.config import apply_overrides, validate
     from fedsim.runner import run_experiment
 
     cfg = validate(apply_overrides({}, [
         "engine.name='inline'", "output.plot=false", f"output.dir='{tmp_path}'", "checkpoint.every=0", "rounds=3",
         "train.local_steps=2", "workload={name='nas-tabnas', num_ues=3, max_samples_per_ue=100, hidden_layers=2, "
-        "retrain_rounds=1}", *strategy]))
+        "retrain_rounds=1}", *extra]))
     run_dir = run_experiment(cfg, quiet=True)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return cfg, rows, json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("strategy", [
+    ["strategy.name='server-digital'"],
+    ["strategy.name='serverfree-relay'"],
+    ["strategy.name='server-ota'", "channel.interference='gaussian'", "channel.scale=0.01"],
+])
+def test_end_to_end_run(tmp_path, strategy: list[str]) -> None:
+    cfg, rows, summary = _run(tmp_path, *strategy)
     assert rows[-1]["round"] == 3 and {"feasible_mass", "controller_entropy", "arch_params"} <= set(rows[-1])
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["search"]["retrain"]["status"] == "completed"
-    assert summary["search"]["resources"]["params"] <= 3000
+    # round 0: the uniform controller, so the feasible mass is the share of the 25 children within
+    # T0 = 3000 weights, counted by hand
+    feasible = [(a, b) for a in WIDTHS for b in WIDTHS if _mlp_params(a, b) <= 3000]
+    assert rows[0]["feasible_mass"] == pytest.approx(len(feasible) / 25, rel=1e-6)
+    assert rows[0]["controller_entropy"] == pytest.approx(2 * math.log(5), rel=1e-6)  # uniform over 5 per layer
+    for r in rows:
+        assert 0.0 < r["feasible_mass"] <= 1.0 and 0.0 < r["controller_entropy"] <= 2 * math.log(5) + 1e-6
+        assert r["arch_params"] == _mlp_params(int(r["arch_layer0"]), int(r["arch_layer1"]))
+    found = summary["search"]
+    arch = found["architecture"]
+    assert (arch["layer0"], arch["layer1"]) in feasible
+    assert found["resources"]["params"] == _mlp_params(arch["layer0"], arch["layer1"]) <= 3000
+    re = found["retrain"]
+    assert re["status"] == "completed" and re["rounds"] == 1
+
+
+def test_a_budget_admitting_one_architecture_returns_exactly_it(tmp_path) -> None:
+    """T0 = 61·4 + 5·4 + 5·10 = 314 weights admits only the (4, 4) child; the uniform controller puts
+    1/25 of its mass on it."""
+    assert _mlp_params(4, 4) == 314 and sorted(_mlp_params(a, b) for a in WIDTHS for b in WIDTHS)[1] > 314
+    _, rows, summary = _run(tmp_path, "workload.max_params=314")
+    assert rows[0]["feasible_mass"] == pytest.approx(1 / 25, rel=1e-6)
+    assert all((r["arch_layer0"], r["arch_layer1"]) == (4.0, 4.0) for r in rows)
+    assert summary["search"]["architecture"] == {"layer0": 4, "layer1": 4}
+    assert summary["search"]["resources"]["params"] == 314

@@ -13,6 +13,7 @@ from fedsim.report import build_report
 from fedsim.results.rundir import load_run
 from fedsim.retrain import final_model
 from fedsim.runner import run_experiment
+from fedsim.workloads import build_workload, parse_workload_config
 from strategies import HeldModels
 
 
@@ -29,11 +30,17 @@ def test_search_then_retrain_records_architecture_cost_and_retrained_metrics(tmp
     found = summary["search"]
     assert summary["status"] == "completed"
     assert json.loads((run_dir / "architecture.json").read_text()) == found
-    assert found["resources"]["params"] > 0 and found["resources"]["flops"] > 0
-    assert found["resources"]["latency_ms"] > 0
+    arch = found["architecture"]
+    widths = [60, *(arch[f"layer{i}"] for i in range(3)), 10]  # 3 hidden layers, Synthetic(1, 1): 60 -> 10
+    params = sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))  # weights + biases, by hand
+    assert found["resources"]["params"] == params <= 3000  # the default budget T0
+    assert found["resources"]["flops"] > 0 and found["resources"]["latency_ms"] > 0
     re = found["retrain"]
     assert re["status"] == "completed" and re["rounds"] == 2 and 0 <= re["final"]["accuracy"] <= 1
     retrain = load_run(run_dir / re["run_dir"])
+    child = build_workload(parse_workload_config(retrain.config["workload"]), 0)
+    assert child.dim == params  # retrained from scratch: round 0 is the child's own initial model
+    assert retrain.metrics[0]["loss"] == pytest.approx(child.evaluate(child.init_params())["loss"], rel=1e-6)
     # the retraining run trains exactly the found architecture from scratch, everything else as searched
     assert retrain.config["workload"]["arch"] == found["architecture"]
     assert retrain.config["rounds"] == 2 and [r["round"] for r in retrain.metrics] == [0, 1, 2]
@@ -60,6 +67,31 @@ def test_retrain_defaults_to_the_search_rounds_and_runs_server_free(tmp_path: Pa
     run_dir = run_experiment(cfg, quiet=True)
     re = json.loads((run_dir / "summary.json").read_text())["search"]["retrain"]
     assert re["rounds"] == 2 and re["status"] == "completed"
+    retrain = load_run(run_dir / re["run_dir"])
+    assert [r["round"] for r in retrain.metrics] == [0, 1, 2]
+    assert retrain.config["strategy"]["name"] == "serverfree-relay"
+    for r in retrain.metrics[1:]:  # the headline is the median UE model
+        assert r["ue_accuracy_min"] <= r["accuracy"] <= r["ue_accuracy_max"]
+
+
+def test_retrained_child_beats_chance_on_digits(tmp_path: Path) -> None:
+    """GDAS on sklearn's digits (10 balanced classes), then 8 retraining rounds of 10 SGD steps from
+    scratch: the child must beat the best constant guess (the majority class share of the test
+    labels, 0.14) by 0.3, and beat its own untrained start."""
+    cfg = validate(apply_overrides({}, [
+        "engine.name='inline'", "output.plot=false", f"output.dir={str(tmp_path)!r}", "checkpoint.every=0",
+        "workload={name='nas-gdas', num_ues=3, channels=4, cells=1, retrain_rounds=8}", "rounds=3",
+        "train.local_steps=10", "train.lr.eta=0.2", "seed=0"]))
+    run_dir = run_experiment(cfg, quiet=True)
+    re = json.loads((run_dir / "summary.json").read_text())["search"]["retrain"]
+    retrain = load_run(run_dir / re["run_dir"])
+    child = build_workload(parse_workload_config(retrain.config["workload"]), cfg.seed)
+    y = child.data.y_test
+    majority = float(torch.bincount(y).max()) / len(y)
+    assert majority < 0.15  # digits: nearly balanced classes (1/10 each), 359 test images
+    acc = re["final"]["accuracy"]
+    assert acc > max(majority, 1 / 10) + 0.3, (acc, majority)
+    assert acc > retrain.metrics[0]["accuracy"] + 0.3
 
 
 class _Weights:
