@@ -133,6 +133,9 @@ class FaultsConfig(Section):
     whose ``steps * tau_cp * factor`` exceeds it is dropped from the superposition.
     ``policy`` for non-finite contributions: ``exclude`` (leave them out, the rest is aggregated),
     ``skip-round`` (no aggregate that round) or ``zero`` (non-finite entries become 0).
+    ``kill_at`` is a testing aid, not a UE fault: the run's own process sends itself SIGKILL right
+    after round ``kill_at``'s row (and its checkpoint, when one is due) is written, as ``kill -9``
+    would; a run resumed from a checkpoint does not fire it again (see ``fedsim.run.faults``).
     """
 
     unavailable: float = Field(0.0, ge=0, le=1, description="probability that a UE is unavailable in a round")
@@ -148,6 +151,9 @@ class FaultsConfig(Section):
     policy: Literal["exclude", "skip-round", "zero"] = Field(
         "exclude", description="non-finite transmissions: 'exclude' them, 'skip-round' (no aggregate), or 'zero' "
                                "their non-finite entries")
+    kill_at: int | None = Field(
+        None, ge=1, description="testing aid: SIGKILL this run's process right after round kill_at is recorded and "
+                                "checkpointed (a run resumed from a checkpoint ignores it)")
 
     @model_validator(mode="after")
     def _check_pairs(self) -> FaultsConfig:

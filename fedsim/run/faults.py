@@ -11,10 +11,16 @@ Kinds, in order of precedence for one (round, UE):
 ``unavailable`` (the UE raises before doing anything), ``raise`` (raises mid-training, after
 computing, before saving state), ``straggler`` (compute time over the deadline: its
 transmission misses the superposition), ``nan`` (transmits a NaN vector).
+
+``faults.kill_at`` is not a UE fault but a testing aid for kill-and-resume: :func:`kill_if_due`
+(called by the last hook, after the round's row and checkpoint are written) sends SIGKILL to the
+run's own process, so a test kills a run at an exact round however loaded the machine is.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -148,3 +154,14 @@ def apply_after(kind: str | None, ue: int, round: int, v: torch.Tensor | None) -
     if kind == "nan" and v is not None:
         return torch.full_like(v, float("nan"))
     return v
+
+
+# ----------------------------------------------------------------------------- testing aid
+
+
+def kill_if_due(cfg: Any, round: int, resumed: bool) -> None:
+    """``faults.kill_at``: SIGKILL this process when ``round`` is the configured round of a run
+    that did not start from a checkpoint (a resumed run continues past it). Nothing is flushed or
+    cleaned up: the process ends as under ``kill -9``, Ray's processes and temp dir included."""
+    if cfg.faults.kill_at is not None and round == cfg.faults.kill_at and not resumed:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -19,6 +19,7 @@ import torch
 
 from fedsim.analytics.online import OnlineAnalytics
 from fedsim.run import checkpoint as ck
+from fedsim.run import faults
 from fedsim.run.assemble import Experiment
 from fedsim.run.loop import RoundLoop, RoundRecord
 from fedsim.run.recorder import Recorder
@@ -137,7 +138,9 @@ class CheckpointHook(HookBase):
 
 
 class StopHook(HookBase):
-    """Stops at a round boundary once ``stop`` is set (the first Ctrl-C), unless the run is done."""
+    """Stops at a round boundary once ``stop`` is set (the first Ctrl-C), unless the run is done.
+    Being last, it also acts out ``faults.kill_at`` (a testing aid: SIGKILL once the round's row
+    and checkpoint are on disk)."""
 
     name = "stop"
 
@@ -145,4 +148,5 @@ class StopHook(HookBase):
         self.stop = stop
 
     def after_round(self, loop: RoundLoop, record: RoundRecord) -> str | None:
+        faults.kill_if_due(loop.experiment.config, record.round, resumed=loop.resume is not None)
         return "interrupted" if self.stop.is_set() and not record.last else None

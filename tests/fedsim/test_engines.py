@@ -64,6 +64,7 @@ def test_partial_participation_is_seeded(tmp_path: Path) -> None:
     assert _metrics(a) == _metrics(b)
 
 
+@pytest.mark.timeout(600)
 def test_ray_and_inline_give_identical_metrics(tmp_path: Path) -> None:
     inline = _run(tmp_path / "inline", "engine.name='inline'", "strategy.fraction=0.75")
     ray = _run(tmp_path / "ray", "engine.name='ray'", "strategy.fraction=0.75")
@@ -72,42 +73,58 @@ def test_ray_and_inline_give_identical_metrics(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_ray_cluster_address(tmp_path: Path) -> None:
-    """Join a head node started with `ray start --head --block` on loopback; stop exactly it."""
+    """Join a head node started with `ray start --head --block` on loopback; stop exactly it.
+    Its port is one the kernel just handed out and its temp dir is private, so two checkouts can
+    run this at once; it is used once `ray status` reports its node (polled, with a deadline)."""
     import os
+    import shutil
     import signal
     import socket
     import subprocess
     import sys
+    import tempfile
     import time
 
+    with socket.socket() as s:  # a free port (the kernel's choice), not a fixed one
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp_dir = tempfile.mkdtemp(prefix="fsrc", dir="/tmp")  # short: AF_UNIX paths are limited to 107 bytes
     ray_bin = Path(sys.executable).parent / "ray"
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--port=6399",
-         "--num-cpus=2", "--include-dashboard=false", "--temp-dir=/tmp/fsrc", "--disable-usage-stats"],
+        [str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", 6399), timeout=1).close()
+        deadline = time.monotonic() + 240
+        while True:  # the head answers once its node has registered
+            status = subprocess.run([str(ray_bin), "status", f"--address=127.0.0.1:{port}"], env=env,
+                                    capture_output=True, text=True, timeout=120)
+            if status.returncode == 0 and "node_" in status.stdout:
                 break
-            except OSError:
-                assert time.monotonic() < deadline, "Ray head did not come up"
-                assert head.poll() is None, "ray start exited"
-                time.sleep(0.5)
-        time.sleep(2)
+            assert time.monotonic() < deadline, f"Ray head did not come up: {status.stdout} {status.stderr}"
+            assert head.poll() is None, "ray start exited"
+            time.sleep(1)
         inline = _run(tmp_path / "inline", "engine.name='inline'")
-        cluster = _run(tmp_path / "cluster", "engine.name='ray'", "engine.ray_address='127.0.0.1:6399'")
+
+        def drivers() -> list[Path]:  # the head's logs of drivers from this process: proof it joined
+            return list(Path(temp_dir).glob(f"session_*/logs/python-core-driver-*_{os.getpid()}.log"))
+
+        assert drivers() == []
+        cluster = _run(tmp_path / "cluster", "engine.name='ray'", f"engine.ray_address='127.0.0.1:{port}'")
+        assert drivers(), "the run did not join the head node (no driver log of this process there)"
         assert _metrics(inline) == _metrics(cluster)
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # only the process group this test started
         try:
-            head.wait(timeout=60)
+            head.wait(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_quickstart_fedavg_reduces_gap_100x(tmp_path: Path) -> None:

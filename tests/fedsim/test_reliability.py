@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from fedsim.config import apply_overrides, validate
 from fedsim.results.rundir import load_run
+from fedsim.run.checkpoint import load_checkpoint
 from fedsim.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,20 +39,21 @@ def experiment_file(tmp_path: Path, *overrides: str) -> Path:
     return path
 
 
-def cli(*args: str, **kw) -> subprocess.Popen:
+def cli(*args: str, log: Path | None = None) -> subprocess.Popen:
+    """``fedsim run ARGS --quiet`` in a new session; its output to the file ``log`` (never a pipe
+    nobody reads while it runs), or to pipes for ``communicate``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "fedsim.cli", "run", *args, "--quiet"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True, **kw)
+    cmd = [sys.executable, "-m", "fedsim.cli", "run", *args, "--quiet"]
+    if log is None:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True, text=True)
+    with open(log, "w") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def only_run_dir(parent: Path) -> Path:
     (d,) = [p for p in parent.iterdir() if p.is_dir()]
     return d
-
-
-def metric_lines(run_dir: Path) -> int:
-    p = run_dir / "metrics.jsonl"
-    return p.read_bytes().count(b"\n") if p.exists() else 0
 
 
 def descendants(pid: int) -> list[int]:
@@ -73,27 +76,72 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def kill_at_random_round(proc: subprocess.Popen, out: Path, lo: int, hi: int, rng: random.Random,
-                         timeout: float = 120) -> int:
-    """SIGKILL the process group this test started once metrics.jsonl has >= k lines."""
-    k = rng.randint(lo, hi)
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (None: gone): with the PID it names one process, so a
+    PID reused by someone else's process is never signalled."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _temp_dirs(pid: int) -> set[str]:
+    """The private Ray temp dirs (``/tmp/fsr*``, see fedsim.engines.ray) named in ``pid``'s command line."""
+    try:
+        return set(re.findall(r"(/tmp/fsr[A-Za-z0-9_]+)/", Path(f"/proc/{pid}/cmdline").read_text()))
+    except OSError:
+        return set()
+
+
+def wait_for_self_kill(proc: subprocess.Popen, timeout: float) -> None:
+    """Wait until the run ends (it SIGKILLs itself at ``faults.kill_at``), then remove what it
+    leaves behind: the processes it started (Ray's agents outlive a SIGKILLed driver), by PID and
+    start time, and Ray's temp dir. Both are noted while it runs: once it is dead its orphans are
+    no longer below it and Ray's daemons, whose command lines name the temp dir, are gone. Nothing
+    here races the run: it is killed from inside, at a fixed round."""
+    seen: dict[int, str] = {}
+    temp_dirs: set[str] = set()
     deadline = time.monotonic() + timeout
-    while True:
-        dirs = [p for p in out.iterdir() if p.is_dir()] if out.exists() else []
-        if dirs and metric_lines(dirs[0]) >= k:
-            break
-        assert proc.poll() is None, f"run ended before round {k}: {proc.communicate()}"
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
-    family = descendants(proc.pid)
-    os.killpg(proc.pid, signal.SIGKILL)  # the group this test started (start_new_session), nothing else
-    for pid in family:  # our child's own children that left the group (Ray daemons)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(timeout=30)
-    return k
+    try:
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, f"the run did not end within {timeout:g} s"
+            for pid in descendants(proc.pid):
+                if pid not in seen and (started := _start_time(pid)) is not None:
+                    seen[pid] = started
+                    temp_dirs |= _temp_dirs(pid)
+            time.sleep(0.25)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group this test started (start_new_session)
+            proc.wait(timeout=60)
+        for pid, started in seen.items():
+            if _start_time(pid) == started:  # still the process we saw, not a reused PID
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for d in temp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def killed_run(exp: Path, out: Path, timeout: float) -> Path:
+    """Run ``exp`` (which sets ``faults.kill_at``) with the CLI until it kills itself; its run dir."""
+    out.mkdir(parents=True)
+    log = out.parent / f"{out.name}.log"
+    proc = cli(str(exp), "--out", str(out), log=log)
+    wait_for_self_kill(proc, timeout)
+    assert proc.returncode == -signal.SIGKILL, f"exit {proc.returncode}: {log.read_text()[-3000:]}"
+    return only_run_dir(out)
+
+
+def check_killed_state(run_dir: Path, k: int, checkpoint_round: int, metrics_lines: int) -> None:
+    """What a run SIGKILLed right after round ``k`` left on disk: every row up to round k, a summary
+    still "running", and the checkpoint the hand computation says."""
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
+    assert [r["round"] for r in load_run(run_dir).metrics] == list(range(k + 1))
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt is not None, "no checkpoint existed before the kill"
+    assert (ckpt.round, ckpt.meta["metrics_lines"]) == (checkpoint_round, metrics_lines)
 
 
 BASE = ["engine.name='inline'", "output.plot=false", "sweep={}",
@@ -108,41 +156,58 @@ def config(tmp_path: Path, *overrides: str):
 
 # ----------------------------------------------------------------------------- kill and resume
 
+KILL_EXTRA = ["rounds=40", "strategy.name='serverfree-relay'", *NOISY]
+_REFS: dict[tuple[str, ...], list[dict]] = {}
 
-def test_sigkill_and_resume_identical_inline(tmp_path: Path) -> None:
-    """SIGKILL `fedsim run` at a random round, resume it: metrics.jsonl equals an uninterrupted run."""
-    exp = experiment_file(tmp_path, *BASE, "rounds=40", "strategy.name='serverfree-relay'", *NOISY)
-    ref = load_run(run_experiment(validate(apply_overrides({}, [*BASE, "rounds=40", "strategy.name='serverfree-relay'",
-                                                                 *NOISY, f"output.dir={str(tmp_path / 'ref')!r}"])),
-                                  quiet=True)).metrics
-    proc = cli(str(exp), "--out", str(tmp_path / "killed"))
-    kill_at_random_round(proc, tmp_path / "killed", 3, 35, random.Random())
-    run_dir = only_run_dir(tmp_path / "killed")
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
-    res = cli("--resume", str(run_dir))
-    out, errs = res.communicate(timeout=120)
+
+def reference(tmp_path: Path, *extra: str) -> list[dict]:
+    """The uninterrupted inline run of ``extra`` (computed once per module)."""
+    if extra not in _REFS:
+        _REFS[extra] = strip(load_run(run_experiment(config(tmp_path / "ref", *extra), quiet=True)).metrics)
+    return _REFS[extra]
+
+
+# serverfree-relay has lag 1 (round r's row is completed by exchange r + 1) and checkpoints every
+# exchange but the last (41), so a kill right after round k < 40 leaves the checkpoint of exchange
+# k + 1 with rows 0..k; after round 40 (written by the flush, exchange 41) the last one is exchange 40.
+@pytest.mark.parametrize(("k", "checkpoint_round", "metrics_lines"), [(20, 21, 21), (40, 40, 40)])
+def test_sigkill_and_resume_identical_inline(tmp_path: Path, k: int, checkpoint_round: int, metrics_lines: int) -> None:
+    """`fedsim run` SIGKILLs itself right after round k (faults.kill_at); --resume completes it:
+    metrics.jsonl equals an uninterrupted run's."""
+    ref = reference(tmp_path, *KILL_EXTRA)
+    exp = experiment_file(tmp_path, *BASE, *KILL_EXTRA, f"faults.kill_at={k}")
+    run_dir = killed_run(exp, tmp_path / "killed", timeout=240)
+    check_killed_state(run_dir, k, checkpoint_round, metrics_lines)
+    assert strip(load_run(run_dir).metrics) == ref[: k + 1]
+    res = cli("--resume", str(run_dir))  # its own config, kill_at included: a resumed run goes past it
+    _, errs = res.communicate(timeout=240)
     assert res.returncode == 0, errs
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len(set(lines)) == 41  # no duplicated or torn line
-    assert strip(load_run(run_dir).metrics) == strip(ref)
+    assert strip(load_run(run_dir).metrics) == ref
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["resumed"] == 1
+    assert summary["status"] == "completed" and summary["rounds"] == 40
+    assert summary["resumed"] == 1 and summary["resumed_from_round"] == checkpoint_round
 
 
-# Not marked slow on purpose: the kill-and-resume and actor-death tests must run in CI, which they
-# can while they take < 3 minutes together (this one ~60-90 s on 2 cores).
-def test_sigkill_and_resume_identical_ray(tmp_path: Path) -> None:
-    """The same on the Ray engine; the resumed half runs on Ray too and must equal inline."""
+# Not marked slow on purpose: the kill-and-resume and actor-death tests must run in CI (this one
+# ~85 s on 2 busy cores, most of it Ray's start-up; more on a heavily loaded machine: its own timeout).
+@pytest.mark.timeout(600)
+def test_sigkill_on_ray_and_resume_inline_identical(tmp_path: Path) -> None:
+    """The same with the first half on Ray (SIGKILLed after round 12, its Ray processes left
+    behind) and the second half switched to the inline engine (--engine inline): equal to an
+    uninterrupted inline run."""
     extra = ["rounds=30", "strategy.name='serverfree-relay'", *NOISY]
-    ref = load_run(run_experiment(config(tmp_path / "ref", *extra), quiet=True)).metrics
-    exp = experiment_file(tmp_path, *BASE, *extra, "engine.name='ray'", "engine.num_cpus=2")
-    proc = cli(str(exp), "--out", str(tmp_path / "killed"))
-    kill_at_random_round(proc, tmp_path / "killed", 3, 25, random.Random(), timeout=240)
-    run_dir = only_run_dir(tmp_path / "killed")
-    res = cli("--resume", str(run_dir))
-    _, errs = res.communicate(timeout=240)
+    ref = reference(tmp_path, *extra)
+    exp = experiment_file(tmp_path, *BASE, *extra, "engine.name='ray'", "engine.num_cpus=2", "faults.kill_at=12")
+    run_dir = killed_run(exp, tmp_path / "killed", timeout=420)
+    check_killed_state(run_dir, 12, 13, 13)
+    res = cli("--resume", str(run_dir), "--engine", "inline")
+    _, errs = res.communicate(timeout=120)
     assert res.returncode == 0, errs
-    assert strip(load_run(run_dir).metrics) == strip(ref)
+    assert strip(load_run(run_dir).metrics) == ref
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["engine"], summary["resumed_from_round"]) == ("completed", "inline", 13)
 
 
 class Interrupt(KeyboardInterrupt):
@@ -179,19 +244,43 @@ RESUME_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(RESUME_CASES))
-def test_crash_and_resume_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
-    """In-process crash at a random round, then resume: identical metrics, every strategy family."""
-    extra = ["rounds=12", *RESUME_CASES[case]]
-    ref = strip(load_run(run_experiment(config(tmp_path / "ref", *extra), quiet=True)).metrics)
+# (case, crash after this many rows, the checkpoint round and row count left, by hand). The crash
+# comes while the row is written, before that exchange's checkpoint. server-* strategies have lag 0
+# (row r written by exchange r, row 0 by exchange 0), serverfree-* lag 1 (row r by exchange r + 1);
+# no checkpoint follows the last exchange (12, or the flush 13); faults-every-3 saves every 3rd.
+CRASHES = [
+    ("server-ota-sas", 2, 0, 1),     # round 1's row: only the checkpoint of the initial row 0
+    ("server-ota-sas", 13, 11, 12),  # the last row (exchange 12)
+    ("digital-partial", 7, 5, 6),
+    ("relay-reset", 2, 1, 1),
+    ("relay-reset", 13, 12, 12),     # round 12's row, written by the flush exchange 13
+    ("d2d-overlap", 9, 8, 8),
+    ("faults-every-3", 5, 3, 3),
+    ("faults-every-3", 12, 9, 9),    # exchange 12 is due a checkpoint, but the crash comes first
+    ("faults-every-3", 13, 12, 12),
+]
+
+
+@pytest.mark.parametrize(("case", "after_rows", "checkpoint_round", "metrics_lines"), CRASHES)
+def test_crash_and_resume_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, after_rows: int,
+                                    checkpoint_round: int, metrics_lines: int) -> None:
+    """In-process crash at a fixed row, then resume: identical metrics, every strategy family."""
+    extra = ("rounds=12", *RESUME_CASES[case])
+    ref = reference(tmp_path, *extra)
     cfg = config(tmp_path / "crash", *extra)
-    run_dir = _interrupted_run(monkeypatch, cfg, random.Random().randint(2, 12))
+    run_dir = _interrupted_run(monkeypatch, cfg, after_rows)
     interrupted = json.loads((run_dir / "summary.json").read_text())
     assert interrupted["status"] == "interrupted" and "Interrupt" in interrupted["error"]
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt is not None, "no checkpoint existed before the crash"
+    assert (ckpt.round, ckpt.meta["metrics_lines"]) == (checkpoint_round, metrics_lines)
+    assert strip(load_run(run_dir).metrics) == ref[:after_rows]
     run_experiment(cfg, quiet=True, resume=run_dir)
     assert strip(load_run(run_dir).metrics) == ref
+    assert [r["round"] for r in ref] == list(range(13))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and "error" not in summary  # the old error no longer holds
+    assert summary["resumed_from_round"] == checkpoint_round
 
 
 # ----------------------------------------------------------------------------- checkpoint files
