@@ -1,5 +1,6 @@
 """The ``fedsim`` command line. Every user error exits with code 2 and a message that says
-what to change; nothing is written before the experiment validates.
+what to change; nothing is written before the experiment validates. A sweep in which a variant
+failed while running exits with code 1; Ctrl-C exits with 130.
 
 The commands import the run machinery (torch, Flower) when they run, not at import, so that
 ``fedsim --help`` and ``fedsim list`` answer at once."""
@@ -7,7 +8,10 @@ The commands import the run machinery (torch, Flower) when they run, not at impo
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sys
+import textwrap
 import tomllib
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +19,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+import fedsim
 from fedsim.cli_report import report
 from fedsim.errors import FedsimError, RunInterrupted
 
@@ -23,41 +28,72 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 err = Console(stderr=True)
 
 
+#: Exit codes: user error (nothing written), a sweep with a variant that failed while running,
+#: Ctrl-C (as for SIGINT).
+USER_ERROR, VARIANT_FAILED, INTERRUPTED = 2, 1, 130
+
+
 def _fail(exc: FedsimError) -> None:
-    if isinstance(exc, RunInterrupted):  # Ctrl-C: not a user error; 130 as for SIGINT
-        err.print(f"{exc}; continue with: fedsim run --resume RUN_DIR", highlight=False)
-        raise typer.Exit(code=130)
+    if isinstance(exc, RunInterrupted):  # Ctrl-C: not a user error
+        hint = "" if "--resume" in str(exc) else "; continue with: fedsim run --resume RUN_DIR"
+        err.print(f"{exc}{hint}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=INTERRUPTED)
     err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=USER_ERROR)
+
+
+def _version(show: bool) -> None:
+    if show:
+        typer.echo(f"fedsim {fedsim.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    pass
 
 
 @app.command()
 def run(
     experiment: Annotated[
         Path | None, typer.Argument(help="experiment TOML file, or the name of a shipped experiment (see "
-                                         "`fedsim list`); omit for the quickstart")
+                                         "fedsim list); omit for the quickstart", show_default=False)
     ] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override KEY.PATH=VALUE (repeatable)")
+        list[str] | None, typer.Option("--set", help="override KEY.PATH=VALUE (repeatable); quote an item "
+                                                     "with spaces: --set 'sweep.seed=[0, 1]'")
     ] = None,
-    engine: Annotated[str | None, typer.Option(help="ray (default) or inline")] = None,
+    engine: Annotated[str | None, typer.Option(help="ray (default) or inline; a sweep's variants run in "
+                                                    "parallel as Ray tasks with ray, one after another "
+                                                    "with inline")] = None,
     ray_address: Annotated[
         str | None, typer.Option(help="join an existing Ray cluster, e.g. 127.0.0.1:6379")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="parent folder for run directories (default: runs)")
+        Path | None, typer.Option(help="parent folder for run directories and sweep folders (default: runs)")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     resume: Annotated[
         Path | None, typer.Option(help="continue RUN_DIR from its last checkpoint (metrics identical to an "
-                                       "uninterrupted run)")
+                                       "uninterrupted run), or SWEEP_DIR: its unfinished variants")
     ] = None,
 ) -> None:
     """Run an experiment and write its run directory.
 
-    An experiment with a non-empty `[sweep]` table runs every variant of the grid in one sweep
-    folder (index.json, a run directory per variant, figures/): in parallel as Ray tasks with
-    the `ray` engine (the default), one after another with `--engine inline`.
+    EXPERIMENT is a TOML file or the name of a shipped experiment (`fedsim list`); without it,
+    the quickstart runs.
+
+    An experiment with a non-empty `[sweep]` table is a sweep: every variant of the grid runs in
+    one sweep folder (index.json, a run directory per variant, figures/). **Sweep variants run in
+    parallel as Ray tasks** with the `ray` engine (the default), one CPU each; with
+    `--engine inline` they run one after another in this process. Every variant is validated
+    and preflighted before anything is written.
+
+    Exit codes: 0 done; 1 a sweep variant failed while running (see index.json; `--resume`
+    reruns it); 2 bad input, nothing written; 130 stopped by Ctrl-C (`--resume` continues).
 
     Examples:
 
@@ -66,7 +102,7 @@ def run(
         fedsim run my-experiment.toml --engine inline
         fedsim run heavy_tail --ray-address 127.0.0.1:6379
         fedsim run quickstart --set 'sweep.seed=[0, 1, 2]'
-        fedsim run --resume runs/quickstart-20250101T000000Z   # after a crash or kill
+        fedsim run --resume runs/quickstart-20250101T000000Z   # a run or a sweep, after a crash or kill
     """
     overrides = _cli_overrides(set_, engine, ray_address, out)
     if resume is not None:
@@ -90,32 +126,53 @@ def _cli_overrides(set_: list[str] | None, engine: str | None, ray_address: str 
 def _run(experiment: Path | None, overrides: list[str], quiet: bool) -> None:
     from fedsim.config import QUICKSTART, load_experiment, read_toml
     from fedsim.runner import run_experiment
-    from fedsim.sweep import split_sweep
+    from fedsim.sweep import base_config, expand_sweep, run_sweep, split_sweep
 
     try:
-        source = experiment if experiment is not None else QUICKSTART
+        source = str(experiment if experiment is not None else QUICKSTART)
         data = read_toml(source)
-        if split_sweep(data, overrides)[1]:
-            _run_sweep(data, overrides, str(source), quiet)
-            return
-        run_dir = run_experiment(load_experiment(source, overrides), quiet=quiet)
+        if not split_sweep(data, overrides)[1]:
+            run_dir = run_experiment(load_experiment(source, overrides), quiet=quiet)
+            sweep_dir = None
+        else:
+            base = base_config(data, overrides, source=source)  # a typo is the base's, not a variant's
+            sweep_dir = run_sweep(expand_sweep(data, overrides, source=source), base, quiet=quiet)
     except FedsimError as exc:
         _fail(exc)
-    _report(run_dir)
+    if sweep_dir is not None:
+        _sweep_report(sweep_dir)
+    else:
+        _report(run_dir)
 
 
-def _resume(run_dir: Path, experiment: Path | None, overrides: list[str], quiet: bool) -> None:
+def _resume(path: Path, experiment: Path | None, overrides: list[str], quiet: bool) -> None:
+    from fedsim.results.sweepdir import is_sweep_dir
     from fedsim.run.resume import resume_config
     from fedsim.runner import run_experiment
 
+    if is_sweep_dir(path):
+        _resume_sweep(path, experiment, overrides, quiet)
+        return
     try:
-        cfg = resume_config(run_dir, experiment, overrides)
+        cfg = resume_config(path, experiment, overrides)
         if cfg.sweep:
-            raise FedsimError(f"--resume {run_dir}: this is a sweep; resume sweeps through their sweep folder")
-        run_experiment(cfg, quiet=quiet, resume=run_dir)
+            raise FedsimError(f"--resume {path}: this is a sweep; resume sweeps through their sweep folder")
+        run_experiment(cfg, quiet=quiet, resume=path)
     except FedsimError as exc:
         _fail(exc)
-    _report(run_dir)
+    _report(path)
+
+
+def _resume_sweep(sweep_dir: Path, experiment: Path | None, overrides: list[str], quiet: bool) -> None:
+    from fedsim.sweep import run_sweep
+    from fedsim.sweep.resume import sweep_to_resume
+
+    try:
+        variants, base = sweep_to_resume(sweep_dir, experiment, overrides)
+        run_sweep(variants, base, quiet=quiet, resume=sweep_dir)
+    except FedsimError as exc:
+        _fail(exc)
+    _sweep_report(sweep_dir)
 
 
 def _report(run_dir: Path) -> None:
@@ -144,26 +201,31 @@ def _report(run_dir: Path) -> None:
     typer.echo(f"run directory: {run_dir}")
 
 
-def _run_sweep(data: dict, overrides: list[str], source: str, quiet: bool) -> None:
-    """Validate every variant (nothing is written if one is invalid), run them, print a table."""
+def _sweep_report(sweep_dir: Path) -> None:
+    """The table of variants; exit code 1 if one failed while running (or was cut off)."""
     from rich.table import Table
 
-    from fedsim.sweep import base_config, expand_sweep, run_sweep, sweep_table
+    from fedsim.sweep import read_index, sweep_table
+    from fedsim.sweep.resume import DONE
 
-    variants = expand_sweep(data, overrides, source=source)
-    base = base_config(data, overrides, source=source)
-    sweep_dir = run_sweep(variants, base, quiet=quiet)
     rows = sweep_table(sweep_dir)
     keys = ["loss", "accuracy", "gap"]
     if any(row["retrained_accuracy"] is not None for row in rows):  # architecture searches
         keys.append("retrained_accuracy")
-    table = Table("variant", "status", "rounds", *(k.replace("_", " ") for k in keys), title=f"sweep {base.name}")
+    table = Table("variant", "status", "rounds", *(k.replace("_", " ") for k in keys),
+                  title=f"sweep {read_index(sweep_dir).get('name', sweep_dir.name)}")
     for row in rows:
         rounds = "-" if row["rounds"] is None else str(row["rounds"])
         finals = ("-" if row[k] is None else f"{row[k]:.4g}" for k in keys)
         table.add_row(row["id"], str(row["status"]), rounds, *finals)
     Console(width=max(120, Console().width)).print(table)
     typer.echo(f"sweep folder: {sweep_dir}")
+    bad = [row["id"] for row in rows if row["status"] not in DONE]
+    if bad:
+        err.print(f"[bold red]error:[/] {len(bad)} of {len(rows)} variants did not finish (first: {bad[0]}); "
+                  f"their errors are in {sweep_dir / 'index.json'}; rerun them with: fedsim run --resume {sweep_dir}",
+                  highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(code=VARIANT_FAILED)
 
 
 @app.command()
@@ -215,17 +277,41 @@ def list_experiments() -> None:
         return
     typer.echo(f"shipped experiments (run one with `fedsim run NAME`; copy its file from {EXPERIMENTS_DIR} "
                "to change it):")
+    rows = []
     for f in files:
-        desc = ""
-        for line in f.read_text(encoding="utf-8").splitlines():
-            if line.startswith("#"):
-                desc = line.lstrip("# ").strip()
-                break
+        text = f.read_text(encoding="utf-8")
         try:
-            name = tomllib.loads(f.read_text(encoding="utf-8")).get("name", f.stem)
+            name = str(tomllib.loads(text).get("name", f.stem))
         except tomllib.TOMLDecodeError:
             name = f.stem
-        typer.echo(f"  {f.stem:<24} {name:<24} {desc}")
+        rows.append((f.stem, name, _description(text)))
+    wide = [max(len(r[k]) for r in rows) for k in (0, 1)]
+    indent = " " * (2 + wide[0] + 2 + wide[1] + 2)
+    width = max(len(indent) + 30, shutil.get_terminal_size((100, 24)).columns)
+    for stem, name, desc in rows:
+        first = f"  {stem:<{wide[0]}}  {name:<{wide[1]}}  "
+        typer.echo(textwrap.fill(desc, width, initial_indent=first, subsequent_indent=indent,
+                                  break_on_hyphens=False) if desc else first)
+
+
+# A sentence ends at . ! or ? before a space, except after these abbreviations.
+_SENTENCE_END = re.compile(r"[.!?](?=\s)")
+_NOT_AN_END = (" al.", "e.g.", "i.e.", " vs.", " fig.", " cf.")
+
+
+def _description(text: str) -> str:
+    """The first sentence of a file's leading comment, however many lines it spans."""
+    lines = []
+    for line in text.splitlines():
+        body = line[1:].strip() if line.startswith("#") else ""
+        if not body or line.startswith("#   "):  # the paragraph ends (a blank line, a command example)
+            break
+        lines.append(body)
+    paragraph = " ".join(lines)
+    for m in _SENTENCE_END.finditer(paragraph):
+        if not paragraph[: m.end()].lower().endswith(_NOT_AN_END):
+            return paragraph[: m.end()]
+    return paragraph
 
 
 app.command()(report)
@@ -233,7 +319,7 @@ app.command()(report)
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="fedsim")
     except FedsimError as exc:  # pragma: no cover - commands catch their own
         err.print(f"error: {exc}")
         sys.exit(2)

@@ -34,6 +34,7 @@ import strategies
 from fedsim.config import EngineConfig, ExperimentConfig
 from fedsim.engines import env  # noqa: F401  (sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER etc. before ray is imported)
 from fedsim.engines.ray import cluster_address, gpus_per_ue, ray_init_args, remove_when_released
+from fedsim.errors import RunDirError
 from fedsim.results.rundir import PROJECT_ROOT, atomic_write_bytes, unique_dir
 from fedsim.runner import run_experiment
 
@@ -46,10 +47,11 @@ _TEMP_PREFIX = "fss"
 # --------------------------------------------------------------------------- worker side
 
 
-def run_variant_files(cfg_json: str) -> dict[str, Any]:
+def run_variant_files(cfg_json: str, partial: tuple[str, Files] | None = None) -> dict[str, Any]:
     """Run one variant inline in this process and return its run directory as bytes.
 
-    ``cfg_json`` is the variant's validated config (``ExperimentConfig.model_dump_json()``).
+    ``cfg_json`` is the variant's validated config (``ExperimentConfig.model_dump_json()``);
+    ``partial`` (name, files), an unfinished run directory of it to continue from its checkpoint.
     Returns ``{"name": run dir name or None, "files": Files, "status": str, "error": str | None,
     "wall_s": float, "cpu_s": float}`` (the task's wall and CPU seconds). Never raises for a
     failing variant: the failure is data.
@@ -63,7 +65,8 @@ def run_variant_files(cfg_json: str) -> dict[str, Any]:
         cfg.output.dir = tmp
         error: str | None = None
         try:
-            run_dir: Path | None = run_experiment(cfg, quiet=True)
+            start = unpack_run_dir(Path(tmp), *partial) if partial is not None else None
+            run_dir: Path | None = run_or_continue(cfg, start)
         except Exception as exc:  # noqa: BLE001 - one bad variant must not end the sweep
             error = f"{type(exc).__name__}: {exc}"
             dirs = [p for p in Path(tmp).iterdir() if p.is_dir()]
@@ -72,6 +75,18 @@ def run_variant_files(cfg_json: str) -> dict[str, Any]:
     return {"name": run_dir.name if run_dir is not None else None, "files": files,
             "status": _status_of(files) if error is None else "failed", "error": error,
             "wall_s": round(time.monotonic() - started, 3), "cpu_s": round(time.process_time() - cpu0, 3)}
+
+
+def run_or_continue(cfg: ExperimentConfig, partial: Path | None) -> Path:
+    """Continue ``partial`` (an unfinished run directory of ``cfg``) from its last checkpoint, or
+    start ``cfg`` afresh when there is none or it cannot be continued (a corrupt checkpoint: the
+    refusal changes nothing in it)."""
+    if partial is not None:
+        try:
+            return run_experiment(cfg, quiet=True, resume=partial)
+        except RunDirError:
+            pass
+    return run_experiment(cfg, quiet=True)
 
 
 def pack_run_dir(run_dir: Path) -> Files:
@@ -139,11 +154,12 @@ def ray_session(engine: EngineConfig) -> Iterator[Any]:
             remove_when_released(temp_dir)
 
 
-def run_parallel(jobs: list[tuple[int, ExperimentConfig]], engine: EngineConfig,
+def run_parallel(jobs: list[tuple[int, ExperimentConfig, tuple[str, Files] | None]], engine: EngineConfig,
                  on_result: Callable[[int, dict[str, Any]], None],
                  on_start: Callable[[int], None] | None = None) -> None:
-    """Run each ``(key, config)`` of ``jobs`` as a Ray task; call ``on_result(key, result)`` as
-    each finishes (completion order; ``result`` as from :func:`run_variant_files`).
+    """Run each ``(key, config, partial)`` of ``jobs`` as a Ray task (``partial``: a run directory
+    to continue, see :func:`run_variant_files`); call ``on_result(key, result)`` as each
+    finishes (completion order; ``result`` as from :func:`run_variant_files`).
 
     A task that dies (worker crash, out of memory) yields a ``failed`` result. Ctrl-C cancels
     what is still queued or running and shuts Ray down before the KeyboardInterrupt propagates.
@@ -157,7 +173,7 @@ def run_parallel(jobs: list[tuple[int, ExperimentConfig]], engine: EngineConfig,
         task = ray.remote(num_cpus=1, num_gpus=gpus)(run_variant_files)
         if on_start is not None:
             on_start(int(ray.cluster_resources().get("CPU", 1)))
-        pending = {task.remote(cfg.model_dump_json()): key for key, cfg in jobs}
+        pending = {task.remote(cfg.model_dump_json(), partial): key for key, cfg, partial in jobs}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ QUICKSTART = EXPERIMENTS_DIR / "quickstart.toml"
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """``"a.b=1.5"`` -> (["a", "b"], 1.5). Values are read as TOML, else taken as strings."""
+    """``"a.b=1.5"`` -> (["a", "b"], 1.5). Values are read as TOML, else taken as strings; a value
+    that opens a list, table or quoted string must be valid TOML (ConfigError with a hint)."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, for example workload.num_ues=10")
     key, raw = item.split("=", 1)
@@ -34,9 +36,23 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     raw = raw.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
+    except tomllib.TOMLDecodeError as exc:
+        if not raw.startswith(_TOML_OPENERS):
+            return path, raw  # a bare word such as server-ota is the string itself
+        raise ConfigError(_malformed_value(item, key.strip(), raw, exc)) from None
     return path, value
+
+
+# A value starting with one of these was meant as TOML; taking it as a string would hide the typo.
+_TOML_OPENERS = ("[", "{", '"', "'")
+
+
+def _malformed_value(item: str, key: str, raw: str, exc: tomllib.TOMLDecodeError) -> str:
+    why = re.sub(r"\s*\(at (end of document|line \d+, column \d+)\)", "", str(exc)).lower()
+    kind, example = {"[": ("a list", "[0, 1]"), "{": ("a table", '{name = "sas", alpha = 1.5}')}.get(
+        raw[0], ("a string", '"text"'))
+    return (f"--set {item!r}: the value {raw} is not valid TOML ({why}); write {kind} as "
+            f"--set '{key}={example}' (quote the whole item, or the shell splits it at spaces)")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -76,11 +92,20 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"experiment path is not a file: {p}")
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not a UTF-8 text file ({exc.reason})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: malformed TOML: {exc}") from None
+    if not _has_value(data):  # an empty file would silently run every default (50 rounds)
+        raise ConfigError(f"{p}: the experiment file sets nothing (no keys); start from a shipped experiment "
+                          "(`fedsim list`) or omit the file to run the quickstart")
+    return data
+
+
+def _has_value(node: dict[str, Any]) -> bool:
+    """Whether ``node`` holds a key that is not an empty table (``[workload]`` alone sets nothing)."""
+    return any(not isinstance(v, dict) or _has_value(v) for v in node.values())
 
 
 def validate(data: dict[str, Any], source: str = "experiment") -> ExperimentConfig:

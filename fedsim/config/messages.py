@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -20,13 +21,38 @@ def format_errors(exc: ValidationError, data: dict[str, Any]) -> str:
             hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
             if allowed == ["name"]:
                 hint += " (this part takes no parameters; choose another part for them)"
-            lines.append(f"  {key}: unknown key{hint}")
+            guess = did_you_mean(err["loc"], data, allowed)
+            lines.append(f"  {key}: unknown key" + (f"; did you mean {guess}?" if guess else "") + hint)
         else:
             msg = err["msg"].removeprefix("Value error, ")
             value = err.get("input")
             got = "" if isinstance(value, dict) else f" (got {value!r})"  # a whole table says nothing new
             lines.append(f"  {msg}{got}" if key == "(top level)" else f"  {key}: {msg}{got}")
     return "\n".join(lines)
+
+
+def did_you_mean(loc: tuple[Any, ...], data: dict[str, Any], allowed: list[str]) -> str | None:
+    """The dotted key a typo at ``loc`` most likely meant (``chanel.scale`` -> ``channel.scale``),
+    or None. The keys set below the typo are corrected too, where the schema knows them."""
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    if not close:
+        return None
+    path = [*(str(p) for p in loc[:-1]), close[0]]
+    node = _at(data, loc)
+    while isinstance(node, dict) and len(node) == 1:
+        ((key, node),) = node.items()
+        below = allowed_keys(tuple(path), data)
+        match = key if key in below else next(iter(difflib.get_close_matches(key, below, n=1)), None)
+        if match is None:
+            break
+        path.append(match)
+    return ".".join(path)
+
+
+def _at(data: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        data = data.get(str(part)) if isinstance(data, dict) else None
+    return data
 
 
 def allowed_keys(loc: tuple[Any, ...], data: dict[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ another in this process (``inline``)."""
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,15 +22,16 @@ from rich.progress import (
 )
 
 from fedsim.config import ExperimentConfig, to_toml_dict
-from fedsim.errors import ConfigError, FedsimError
-from fedsim.parallel import run_parallel, unpack_run_dir
+from fedsim.errors import ConfigError, FedsimError, RunDirError, RunInterrupted
+from fedsim.parallel import pack_run_dir, run_or_continue, run_parallel, unpack_run_dir
 from fedsim.plots import plot_runs
 from fedsim.results.rundir import atomic_write_text, dumps, read_metrics, stamped_dir
 from fedsim.results.sweepdir import INDEX, read_index, variant_run_dirs
-from fedsim.runner import run_experiment
 from fedsim.sweep.expand import Variant
+from fedsim.sweep.preflight import preflight_sweep
+from fedsim.sweep.resume import DONE, is_done, resumable_run_dirs
 
-DONE = ("completed", "diverged")  # statuses a resumed sweep does not rerun
+__all__ = ["DONE", "new_sweep_dir", "run_sweep"]
 
 
 def run_sweep(variants: list[Variant], base_cfg: ExperimentConfig, *, quiet: bool = False,
@@ -42,17 +44,24 @@ def run_sweep(variants: list[Variant], base_cfg: ExperimentConfig, *, quiet: boo
     Otherwise (base engine ``inline``) they run one after another in this process. Either way a
     variant's metrics equal those of running it alone.
 
+    Every variant first passes a single run's preflight (:mod:`.preflight`): a FedsimError
+    naming the first bad variant, and nothing written, if one would fail it.
+
     A new folder ``<base_cfg.output.dir>/<name>-<UTC timestamp>/`` is created unless
     ``resume`` names an existing sweep folder; then variants recorded as completed or
-    diverged (whose run directory still exists) are skipped and the rest rerun. A variant
+    diverged (whose run directory still exists) are skipped and the rest rerun, each from the
+    last checkpoint of its unfinished run directory where there is one (:mod:`.resume`). A variant
     that raises is recorded as failed and the sweep goes on; Ctrl-C records ``interrupted``
-    (shutting Ray down) and stops. ``index.json`` is rewritten atomically as each variant
-    finishes. ``plot`` writes the overall figures at the end.
+    (shutting Ray down) and raises :class:`RunInterrupted` naming the folder (``fedsim run
+    --resume`` continues it). ``index.json`` is rewritten atomically as each variant finishes.
+    ``plot`` writes the overall figures at the end.
     """
-    sweep_dir, index = _open_sweep(variants, base_cfg, resume)
-    todo = [i for i, entry in enumerate(index["variants"]) if not _is_done(sweep_dir, entry)]
     if parallel is None:
         parallel = base_cfg.engine.name == "ray"
+    preflight_sweep(variants, base_cfg, parallel=parallel, folder=resume)
+    sweep_dir, index = _open_sweep(variants, base_cfg, resume)
+    todo = [i for i, entry in enumerate(index["variants"]) if not is_done(sweep_dir, entry)]
+    partial = resumable_run_dirs(sweep_dir, index, variants) if resume is not None else {}
     progress = None if quiet else _progress()
     task = None
     if progress is not None:
@@ -61,9 +70,11 @@ def run_sweep(variants: list[Variant], base_cfg: ExperimentConfig, *, quiet: boo
                                  completed=len(variants) - len(todo), current="")
     try:
         if parallel:
-            _run_parallel(variants, todo, base_cfg, sweep_dir, index, progress, task)
+            _run_parallel(variants, todo, partial, base_cfg, sweep_dir, index, progress, task)
         else:
-            _run_sequential(variants, todo, sweep_dir, index, progress, task)
+            _run_sequential(variants, todo, partial, sweep_dir, index, progress, task)
+    except KeyboardInterrupt as exc:  # the index already says which variants were cut off
+        raise RunInterrupted(f"sweep interrupted by the user; continue with: fedsim run --resume {sweep_dir}") from exc
     finally:
         if progress is not None:
             progress.stop()
@@ -95,27 +106,29 @@ def _open_sweep(variants: list[Variant], base_cfg: ExperimentConfig, resume: Pat
     return sweep_dir, index
 
 
-def _run_sequential(variants: list[Variant], todo: list[int], sweep_dir: Path, index: dict[str, Any],
-                    progress: Any, task: Any) -> None:
+def _run_sequential(variants: list[Variant], todo: list[int], partial: dict[int, Path], sweep_dir: Path,
+                    index: dict[str, Any], progress: Any, task: Any) -> None:
     """The unfinished variants one after another in this process."""
     for i in todo:
         variant, entry = variants[i], index["variants"][i]
         if progress is not None and task is not None:
             progress.update(task, current=variant.id)
-        entry.update(status="running", run_dir=None)
+        entry.update(status="running", run_dir=partial[i].name if i in partial else None)
         entry.pop("error", None)
         _write_index(sweep_dir, index)
-        _run_variant(variant, sweep_dir, entry, index)
+        _run_variant(variant, sweep_dir, entry, index, partial.get(i))
         if progress is not None and task is not None:
             progress.advance(task)
 
 
-def _run_parallel(variants: list[Variant], todo: list[int], base_cfg: ExperimentConfig, sweep_dir: Path,
-                  index: dict[str, Any], progress: Any, task: Any) -> None:
-    """The unfinished variants as Ray tasks; each result is written and indexed as it lands."""
+def _run_parallel(variants: list[Variant], todo: list[int], partial: dict[int, Path], base_cfg: ExperimentConfig,
+                  sweep_dir: Path, index: dict[str, Any], progress: Any, task: Any) -> None:
+    """The unfinished variants as Ray tasks; each result is written and indexed as it lands. A
+    variant with a run directory to continue ships it to its task, and the continued run lands
+    as a new run directory that replaces it."""
     entries = index["variants"]
     for i in todo:
-        entries[i].update(status="queued", run_dir=None)
+        entries[i].update(status="queued", run_dir=partial[i].name if i in partial else None)
         entries[i].pop("error", None)
     _write_index(sweep_dir, index)
     finished: set[int] = set()
@@ -129,6 +142,8 @@ def _run_parallel(variants: list[Variant], todo: list[int], base_cfg: Experiment
         entry = entries[i]
         if result.get("name") and result.get("files"):
             entry["run_dir"] = unpack_run_dir(sweep_dir, result["name"], result["files"]).name
+            if i in partial:  # the continued copy is whole on disk; the old one is superseded
+                shutil.rmtree(partial[i], ignore_errors=True)
         entry["status"] = result["status"]
         if result.get("error"):
             entry["error"] = result["error"]
@@ -141,7 +156,9 @@ def _run_parallel(variants: list[Variant], todo: list[int], base_cfg: Experiment
             progress.update(task, advance=1, current=variants[i].id)
 
     try:
-        run_parallel([(i, variants[i].config) for i in todo], base_cfg.engine, landed, started)
+        jobs = [(i, variants[i].config, (partial[i].name, pack_run_dir(partial[i])) if i in partial else None)
+                for i in todo]
+        run_parallel(jobs, base_cfg.engine, landed, started)
     except BaseException as exc:
         for i in todo:
             if i not in finished:
@@ -154,22 +171,26 @@ def _run_parallel(variants: list[Variant], todo: list[int], base_cfg: Experiment
 
 def new_sweep_dir(out_dir: str | Path, name: str) -> Path:
     """Create ``out_dir/<name>-<UTC timestamp>`` (suffixed if taken); no subfolders."""
-    return stamped_dir(out_dir, name)
+    try:
+        return stamped_dir(out_dir, name)
+    except OSError as exc:  # the preflight checked the folder; this is a race with someone else
+        raise RunDirError(f"cannot create a sweep folder under output.dir = {str(out_dir)!r}: "
+                          f"{exc.strerror or exc}; choose a writable folder with --out") from None
 
 
 def _run_variant(variant: Variant, sweep_dir: Path, entry: dict[str, Any],
-                 index: dict[str, Any]) -> None:
+                 index: dict[str, Any], partial: Path | None = None) -> None:
     cfg = variant.config.model_copy(deep=True)
     cfg.output.dir = str(sweep_dir)
     before = {p.name for p in sweep_dir.iterdir()}
     try:
         # The sweep shows its own progress; a per-variant bar would fight with it.
-        run_dir = run_experiment(cfg, quiet=True)
+        run_dir = run_or_continue(cfg, partial)
         entry["run_dir"] = run_dir.name
         entry["status"] = _summary_status(run_dir)
     except BaseException as exc:  # noqa: BLE001 - one bad variant must not end the sweep
         new = sorted({p.name for p in sweep_dir.iterdir() if p.is_dir()} - before - {"figures"})
-        entry["run_dir"] = new[0] if len(new) == 1 else None
+        entry["run_dir"] = new[0] if len(new) == 1 else (partial.name if partial is not None else None)
         entry["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         entry["error"] = f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, Exception):
@@ -183,11 +204,6 @@ def _summary_status(run_dir: Path) -> str:
         return str(json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["status"])
     except (OSError, ValueError, KeyError):
         return "failed"
-
-
-def _is_done(sweep_dir: Path, entry: dict[str, Any]) -> bool:
-    rd = entry.get("run_dir")
-    return entry.get("status") in DONE and bool(rd) and (sweep_dir / rd / "summary.json").exists()
 
 
 def _resume_index(sweep_dir: Path, variants: list[Variant]) -> dict[str, Any]:

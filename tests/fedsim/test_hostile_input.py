@@ -1,4 +1,5 @@
-"""Hostile and bad input: a clear message, exit code 2, nothing written.
+"""Hostile and bad input: a clear message, exit code 2, nothing written, for a single run and for
+a sweep (whose every variant gets a single run's preflight before anything is written).
 Malformed TOML, NaN/inf and negative counts are covered in test_config.py."""
 
 from __future__ import annotations
@@ -45,6 +46,63 @@ def test_bad_value_exits_2_and_writes_nothing(tmp_path: Path, overrides: list[st
     assert res.exit_code == 2, res.output
     assert expected in res.output
     assert not out.exists()
+
+
+# A two-variant sweep on the inline engine; its rows name the variant and count the bad ones.
+SWEEP = ["--set", "sweep={}", "--set", "sweep.seed=[0, 1]", "--set", "rounds=2", "--set", "workload.num_ues=3",
+         "--engine", "inline", "--quiet"]
+
+BAD_SWEEP = [
+    (["workload.num_ues=1000000000"], ["GiB", "sweep variant 000-seed=0", "2 of 2 variants would fail"]),
+    (["sweep.workload.num_ues=[3, 1000000000, 2000000000]"],
+     ["GiB", "sweep variant 001-seed=0,workload.num_ues=1000000000", "4 of 6 variants would fail"]),
+    (["engine.device='cuda:7'"], ["engine.device = 'cuda:7'", "2 of 2 variants would fail"]),
+    (["sweep.engine.device=['cpu', 'cuda:7']"], ["sweep variant 001", "2 of 4 variants would fail"]),
+    (["channel.interference={name='sas', alpha=0}"], ["channel.interference.alpha"]),
+    (["sweep.train.lr.eta=[0.1, -1]"], ["sweep variant 001", "train.lr.eta"]),
+    (["chanel.scale=1"], ["chanel: unknown key; did you mean channel.scale?"]),
+    (["sweep.channel.scal=[1, 2]"], ["channel.scal: unknown key; did you mean channel.scale?"]),
+    (["sweep.seed=[0,1"], ["not valid TOML (unclosed array)", "--set 'sweep.seed=[0, 1]'"]),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), BAD_SWEEP)
+def test_bad_sweep_exits_2_and_writes_nothing(tmp_path: Path, overrides: list[str], expected: list[str]) -> None:
+    out = tmp_path / "runs"
+    args = ["run", str(QUICKSTART), "--out", str(out), *SWEEP]
+    for o in overrides:
+        args += ["--set", o]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    for text in expected:
+        assert text in res.output
+    assert "Traceback" not in res.output
+    assert not out.exists()
+
+
+def test_unwritable_output_folder_of_a_sweep(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    res = runner.invoke(app, ["run", str(QUICKSTART), "--out", str(blocker / "runs"), *SWEEP])
+    assert res.exit_code == 2, res.output
+    assert f"cannot create a sweep folder under output.dir = '{blocker / 'runs'}': Not a directory ({blocker})" \
+        in res.output
+    assert "Traceback" not in res.output and blocker.read_text() == "not a folder"
+
+
+def test_unreachable_ray_address_fails_a_sweep_fast(tmp_path: Path) -> None:
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    res = runner.invoke(app, ["run", str(QUICKSTART), "--out", str(tmp_path / "runs"), "--set", "rounds=2",
+                              "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", "--quiet"])
+    assert res.exit_code == 2, res.output
+    assert "cannot reach a Ray cluster" in res.output and "4 of 4 variants would fail" in res.output
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "runs").exists()
 
 
 def test_unwritable_output_folder(tmp_path: Path) -> None:

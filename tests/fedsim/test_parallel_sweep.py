@@ -1,4 +1,5 @@
-"""Parallel sweeps on Ray: identical numbers to serial runs, and resume after a kill.
+"""Parallel sweeps on Ray: identical numbers to serial runs, and resume after a kill (a variant
+with an unfinished run directory continues it from its checkpoint, inside its Ray task).
 
 Each Ray start costs 5-10 s, so the parallel sweep runs once (module fixture) and the resume
 test starts Ray once more.
@@ -14,6 +15,9 @@ from typing import Any
 import pytest
 
 from fedsim.results.rundir import load_run
+from fedsim.run.checkpoint import load_checkpoint
+from fedsim.run.recorder import Recorder
+from fedsim.runner import run_experiment
 from fedsim.sweep import base_config, expand_sweep, read_index, run_sweep
 
 pytest.importorskip("ray")
@@ -70,30 +74,66 @@ def test_parallel_sweep_equals_serial(parallel_sweep: Path, tmp_path: Path) -> N
     assert par[index["variants"][0]["id"]] != par[index["variants"][1]["id"]]  # seeds matter
 
 
+class _Stop(KeyboardInterrupt):
+    """Ctrl-C at a chosen row."""
+
+
+def _stopped_run(cfg: Any, out: Path, after_rows: int) -> Path:
+    """``cfg`` run inline in this process and stopped as Ctrl-C would once ``after_rows`` rows are
+    written: its run directory."""
+    cfg = cfg.model_copy(deep=True)
+    cfg.engine.name, cfg.output.dir = "inline", str(out)
+    original = Recorder.log
+
+    def log(self: Recorder, row: dict[str, Any]) -> None:
+        original(self, row)
+        if len(self.rows) >= after_rows:
+            raise _Stop()
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Recorder, "log", log)
+        with pytest.raises(_Stop):
+            run_experiment(cfg, quiet=True)
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
 def test_killed_parallel_sweep_resumes_only_unfinished(parallel_sweep: Path, tmp_path: Path) -> None:
     sweep_dir = tmp_path / "killed"
     shutil.copytree(parallel_sweep, sweep_dir)
     index = read_index(sweep_dir)
     before = _results(sweep_dir)
-    # As a kill leaves it: one variant still queued (no run dir), one mid-write (summary missing).
-    lost, torn = index["variants"][1], index["variants"][2]
+    data = _data("ray", tmp_path)
+    variants = expand_sweep(data, [])
+    # As a kill leaves it: one variant still queued (no run dir), one mid-write (summary missing),
+    # one stopped after round 3's row, a checkpoint on disk (as an inline first half leaves it).
+    lost, torn, cut = index["variants"][1], index["variants"][2], index["variants"][3]
     shutil.rmtree(sweep_dir / lost["run_dir"])
     lost.update(status="queued", run_dir=None)
     (sweep_dir / torn["run_dir"] / "summary.json").unlink()
+    shutil.rmtree(sweep_dir / cut["run_dir"])
+    partial = _stopped_run(variants[3].config, tmp_path / "cut", after_rows=4)
+    partial = Path(shutil.move(partial, sweep_dir / partial.name))
+    checkpointed = load_checkpoint(partial).round
+    assert 0 < checkpointed < 4
+    cut.update(status="interrupted", run_dir=partial.name)
     kept = {e["id"]: (sweep_dir / e["run_dir"] / "metrics.jsonl").stat().st_mtime_ns
-            for e in index["variants"] if e not in (lost, torn)}
+            for e in index["variants"] if e not in (lost, torn, cut)}
     (sweep_dir / "index.json").write_text(json.dumps(index))
     dirs_before = {p.name for p in sweep_dir.iterdir() if p.is_dir()}
 
-    data = _data("ray", tmp_path)
-    again = run_sweep(expand_sweep(data, []), base_config(data, []), quiet=True, plot=False, resume=sweep_dir)
+    again = run_sweep(variants, base_config(data, []), quiet=True, plot=False, resume=sweep_dir)
     assert again == sweep_dir
     after = read_index(sweep_dir)
     assert [e["status"] for e in after["variants"]] == ["completed"] * 4
-    # exactly two new run dirs: the unfinished variants ran again, the finished ones did not
+    # exactly three new run dirs: the unfinished variants ran again, the finished ones did not
     new_dirs = {p.name for p in sweep_dir.iterdir() if p.is_dir()} - dirs_before
-    assert new_dirs == {after["variants"][1]["run_dir"], after["variants"][2]["run_dir"]}
+    assert new_dirs == {after["variants"][i]["run_dir"] for i in (1, 2, 3)}
     for e in after["variants"]:
         if e["id"] in kept:
             assert (sweep_dir / e["run_dir"] / "metrics.jsonl").stat().st_mtime_ns == kept[e["id"]]
+    # the cut variant continued its checkpoint inside its Ray task; its copy replaced the partial one
+    summary = load_run(sweep_dir / after["variants"][3]["run_dir"]).summary
+    assert (summary["resumed"], summary["resumed_from_round"]) == (1, checkpointed)
+    assert not partial.exists()
     assert _results(sweep_dir) == before

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import fedsim.sweep.run as sweep_mod
+import fedsim.parallel as par
 from fedsim.cli import app
 from fedsim.config import apply_overrides, validate
 from fedsim.errors import ConfigError
@@ -177,14 +177,14 @@ def test_sweep_runs_and_matches_single_runs(tmp_path: Path) -> None:
 
 def test_failing_variant_is_recorded_and_sweep_continues(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    real = sweep_mod.run_experiment
+    real = par.run_experiment
 
     def flaky(cfg: Any, *, quiet: bool = False) -> Path:
         if cfg.seed == 1:
             raise RuntimeError("boom")
         return real(cfg, quiet=quiet)
 
-    monkeypatch.setattr(sweep_mod, "run_experiment", flaky)
+    monkeypatch.setattr(par, "run_experiment", flaky)
     sweep_dir, _, _ = _sweep(tmp_path, {"seed": [0, 1, 2]})
     entries = read_index(sweep_dir)["variants"]
     assert [e["status"] for e in entries] == ["completed", "failed", "completed"]
@@ -204,13 +204,13 @@ def test_resume_reruns_only_unfinished_variants(tmp_path: Path,
     (sweep_dir / "index.json").write_text(json.dumps(index))
 
     calls: list[str] = []
-    real = sweep_mod.run_experiment
+    real = par.run_experiment
 
     def counting(cfg: Any, *, quiet: bool = False) -> Path:
         calls.append(f"seed={cfg.seed},eta={cfg.train.lr.eta}")
         return real(cfg, quiet=quiet)
 
-    monkeypatch.setattr(sweep_mod, "run_experiment", counting)
+    monkeypatch.setattr(par, "run_experiment", counting)
     again = run_sweep(variants, base, quiet=True, resume=sweep_dir, plot=False)
     assert again == sweep_dir
     assert calls == ["seed=0,eta=0.3"]
