@@ -22,6 +22,9 @@ def report(
     against the theoretical ones, rounds-/time-to-target (median [IQR] across seeds), a heat map
     over (alpha, interference level), server vs server-free panels and the overlap speed-up.
 
+    Every figure is also written as a vector PDF beside its PNG (200 dpi), in the style of
+    `fedsim plot`. A group with a single seed gets its value without an interval and no band.
+
     Examples:
 
         fedsim report runs/heavy_tail-20250101T000000Z

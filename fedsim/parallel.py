@@ -32,7 +32,7 @@ import channels
 import fedsim
 import strategies
 from fedsim.config import EngineConfig, ExperimentConfig
-from fedsim.engines import env  # noqa: F401  (sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER etc. before ray is imported)
+from fedsim.engines.env import engine_environment
 from fedsim.engines.ray import cluster_address, gpus_per_ue, ray_init_args, remove_when_released
 from fedsim.errors import RunDirError
 from fedsim.results.rundir import PROJECT_ROOT, atomic_write_bytes, unique_dir
@@ -124,11 +124,12 @@ def sweep_init_args(engine: EngineConfig, temp_dir: str | None) -> dict[str, Any
     args = ray_init_args(engine, temp_dir)
     address = cluster_address(engine)
     if not address:
-        # A local Ray's workers inherit this process's environment; putting the checkout on
-        # PYTHONPATH (as Flower does for its actors) lets them import fedsim even when it is not
-        # pip-installed. No runtime_env: one would make Ray start a second set of workers.
-        os.environ["PYTHONPATH"] = os.pathsep.join(
+        # The checkout on the workers' PYTHONPATH (as Flower does for its actors) lets them import
+        # fedsim even when it is not pip-installed. It goes to Ray's job environment, never into
+        # this process's os.environ.
+        path = os.pathsep.join(
             dict.fromkeys(p for p in (str(PROJECT_ROOT), *os.environ.get("PYTHONPATH", "").split(os.pathsep)) if p))
+        args["runtime_env"] = {"env_vars": {"PYTHONPATH": path}}
     else:
         # Other nodes may not have this checkout: ship the three packages with the job.
         args["runtime_env"] = {"py_modules": [fedsim, strategies, channels],
@@ -138,20 +139,22 @@ def sweep_init_args(engine: EngineConfig, temp_dir: str | None) -> dict[str, Any
 
 @contextmanager
 def ray_session(engine: EngineConfig) -> Iterator[Any]:
-    """Start (or join) Ray for a sweep, yield the ``ray`` module, and always shut it down."""
-    import ray
+    """Start (or join) Ray for a sweep, yield the ``ray`` module, and always shut it down. Ray is
+    imported and started inside :func:`engine_environment` (its variables, restored afterwards)."""
+    with engine_environment():
+        import ray
 
-    if ray.is_initialized():
-        raise RuntimeError("Ray is already initialised in this process; fedsim starts and stops its own")
-    temp_dir = None if cluster_address(engine) else tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir="/tmp")
-    try:
-        ray.init(**sweep_init_args(engine, temp_dir))
-        yield ray
-    finally:
         if ray.is_initialized():
-            ray.shutdown()
-        if temp_dir:
-            remove_when_released(temp_dir)
+            raise RuntimeError("Ray is already initialised in this process; fedsim starts and stops its own")
+        temp_dir = None if cluster_address(engine) else tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir="/tmp")
+        try:
+            ray.init(**sweep_init_args(engine, temp_dir))
+            yield ray
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
+            if temp_dir:
+                remove_when_released(temp_dir)
 
 
 def run_parallel(jobs: list[tuple[int, ExperimentConfig, tuple[str, Files] | None]], engine: EngineConfig,

@@ -1,8 +1,10 @@
-"""Convergence plots from run directories and sweep folders (PNG and PDF).
+"""Convergence figures from run directories and sweep folders (PDF and PNG, :mod:`fedsim.figstyle`).
 
-Runs that differ only in their seed are one group: drawn as the median line with an
-interquartile band (means of heavy-tailed runs are unstable). Legends name the config values
-that differ between groups.
+Runs that differ only in their seed are one group, drawn as its median line; with two or more
+seeds a band shows their interquartile range (means of heavy-tailed runs are unstable). Legends
+name the config values that differ between groups, in words. Nothing here switches matplotlib's
+backend: :func:`convergence_figure` returns a :class:`~matplotlib.figure.Figure` (or draws into
+the ``ax=`` you give it), and :func:`plot_runs` saves one.
 """
 
 from __future__ import annotations
@@ -12,29 +14,36 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from fedsim.errors import FedsimError  # noqa: E402
-from fedsim.results.labels import differing_keys, flatten, label_of  # noqa: E402
-from fedsim.results.rundir import RunData, load_run  # noqa: E402
-from fedsim.results.sweepdir import expand_run_dirs  # noqa: E402
+from fedsim import figstyle
+from fedsim.errors import FedsimError
+from fedsim.results.labels import differing_keys, flatten
+from fedsim.results.rundir import RunData, load_run
+from fedsim.results.sweepdir import expand_run_dirs
 
 DEFAULT_METRICS = ("loss", "accuracy", "gap")
-LOG_METRICS = {"gap", "dist", "consensus", "err_p", "noise_scale"}
+LOG_METRICS = figstyle.LOG_METRICS
+#: gid of the artists that tests and notebooks can find: the seeds' IQR band, one seed's UE spread.
+SEED_BAND, UE_BAND = "seed-iqr", "ue-spread"
 
 
 def group_runs(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
-    """Group runs by every config value except the seed; key = legend label."""
+    """Group runs by every config value except the seed; key = legend label (what differs, in
+    words; a single group is described by its strategy and interference)."""
     flat = [flatten(r.config) for r in runs]
     differing = differing_keys(flat)
-    groups: dict[str, list[RunData]] = {}
+    keyed: dict[str, list[RunData]] = {}
     for run, f in zip(runs, flat, strict=True):
-        groups.setdefault(label_of({k: f.get(k) for k in differing}, differing) or run.label, []).append(run)
-    return groups
+        keyed.setdefault(repr([f.get(k) for k in differing]), []).append(run)
+    members = list(keyed.values())
+    if len(members) == 1:
+        return {figstyle.describe(members[0][0].config): members[0]}
+    labels = figstyle.legend_labels([m[0].config for m in members], differing)
+    return dict(zip(labels, members, strict=True))
 
 
 def _aligned(runs: list[RunData], metric: str, x: str) -> tuple[np.ndarray, np.ndarray]:
@@ -55,16 +64,7 @@ def _aligned(runs: list[RunData], metric: str, x: str) -> tuple[np.ndarray, np.n
     return xs, ys
 
 
-def plot_runs(run_dirs: Sequence[str | Path], *, metrics: Sequence[str] | None = None,
-              x: str = "round", out: str | Path,
-              formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """Plot ``metrics`` against ``x`` (``round`` or ``sim_time``) for the given runs.
-
-    A group of seeds is its median line with an IQR band. For UE-held models (server-free,
-    overlap) the line is the median over the UEs' own models, a single seed shows their 10-90 %
-    spread as a band, and the virtual average (held by no UE) is a dashed reference line. A sweep
-    folder (see fedsim.sweep) stands for all of its variants' run directories.
-    """
+def _load(run_dirs: Sequence[str | Path], metrics: Sequence[str] | None, x: str) -> tuple[list[RunData], list[str]]:
     if x not in ("round", "sim_time"):
         raise FedsimError(f"--x must be 'round' or 'sim_time', got {x!r}")
     runs = [load_run(p) for p in expand_run_dirs(list(run_dirs))]
@@ -76,55 +76,98 @@ def plot_runs(run_dirs: Sequence[str | Path], *, metrics: Sequence[str] | None =
         avail = sorted(k for k in present if k not in ("round",))
         raise FedsimError(f"metric(s) {', '.join(missing)} not in these runs; "
                           f"available: {', '.join(avail)}")
+    return runs, list(metrics)
+
+
+def convergence_figure(run_dirs: Sequence[str | Path], *, metrics: Sequence[str] | None = None,
+                       x: str = "round", ax: Any = None) -> Figure:
+    """Draw ``metrics`` against ``x`` (``round`` or ``sim_time``) for the given runs; return the
+    figure. Without ``ax`` it is a new one-column figure, one panel per metric, legend below; with
+    ``ax`` (one Axes, or one per metric) it draws there and returns that figure.
+
+    A group of seeds is its median line with an IQR band (two or more seeds). For UE-held models
+    (server-free, overlap) the line is the median over the UEs' own models, a single seed shows
+    their 10–90 % spread as a band, and the virtual average (held by no UE) is a thin dashed reference.
+    Rates against rounds (gap, distance) are on log-log axes. A sweep folder stands for all of its
+    variants' run directories.
+    """
+    runs, metrics = _load(run_dirs, metrics, x)
     groups = group_runs(runs)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for label, members in groups.items():
-            _draw_group(ax, label, members, metric, x)
-        if metric in LOG_METRICS:
-            ax.set_yscale("log")
-        ax.set_xlabel("simulated time [s]" if x == "sim_time" else "round")
-        ax.set_ylabel(metric)
-        ax.grid(True, alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt in formats:
-        path = out.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=130)
-        written.append(path)
-    plt.close(fig)
-    return written
+    with figstyle.style():
+        if ax is None:
+            fig, grid = figstyle.new_figure(len(metrics))
+            axes = list(grid[:, 0])
+        else:
+            axes = list(ax) if isinstance(ax, Sequence | np.ndarray) else [ax]
+            if len(axes) != len(metrics):
+                raise FedsimError(f"got {len(axes)} axes for {len(metrics)} metrics")
+            fig = axes[0].figure
+        extras: dict[str, Any] = {}
+        for panel, metric in zip(axes, metrics, strict=True):
+            for i, (label, members) in enumerate(groups.items()):
+                extras |= _draw_group(panel, i, label, members, metric, x)
+            _axes_style(panel, metric, x, bottom=panel is axes[-1] or ax is not None)
+        handles, labels = axes[0].get_legend_handles_labels()
+        labels, title = figstyle.seed_labels(labels, [len(m) for m in groups.values()])
+        handles += list(extras.values())
+        labels += list(extras)
+        if ax is None:
+            figstyle.legend_below(fig, handles, labels, title)
+        else:
+            axes[-1].legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.25), title=title)
+    return fig
 
 
-def _draw_group(ax: Any, label: str, members: list[RunData], metric: str, x: str) -> None:
+def _axes_style(ax: Any, metric: str, x: str, bottom: bool) -> None:
+    if figstyle.loglog(metric, x):
+        ax.set_xscale("log")
+    if metric in LOG_METRICS:
+        ax.set_yscale("log")
+    ax.set_ylabel(figstyle.axis_label(metric))
+    if bottom:
+        ax.set_xlabel(figstyle.axis_label(x))
+
+
+def plot_runs(run_dirs: Sequence[str | Path], *, metrics: Sequence[str] | None = None,
+              x: str = "round", out: str | Path,
+              formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """:func:`convergence_figure`, saved as ``out`` with each suffix in ``formats`` (PNG at
+    200 dpi, PDF as vectors); returns the paths written."""
+    return figstyle.save(convergence_figure(run_dirs, metrics=metrics, x=x), out, formats)
+
+
+def _draw_group(ax: Any, i: int, label: str, members: list[RunData], metric: str, x: str) -> dict[str, Any]:
     """One group's median line, its band (seeds' IQR, or one seed's UE spread) and, for UE-held
-    models, the dashed virtual-average reference."""
+    models, the dashed virtual-average reference. Returns legend entries for what it added
+    besides the group's own line."""
     xs, ys = _aligned(members, metric, x)
+    keep = xs > 0 if figstyle.loglog(metric, x) else np.ones(xs.shape, bool)
+    xs, ys = xs[keep], ys[:, keep]
     if xs.size == 0:
-        return
+        return {}
+    style, extras = figstyle.group_style(i), {}
     with np.errstate(all="ignore"):
         med = np.nanmedian(ys, axis=0)
-    suffix = f" (median of {len(members)})" if len(members) > 1 else ""
-    line, = ax.plot(xs, med, label=label + suffix)
+    ax.plot(xs, med, label=label, **style)
     if len(members) > 1:
         q1, q3 = np.nanpercentile(ys, [25, 75], axis=0)
-        ax.fill_between(xs, q1, q3, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.fill_between(xs, q1, q3, color=style["color"], alpha=0.2, linewidth=0, gid=SEED_BAND)
     elif _has(members, f"ue_{metric}_p10"):
         lo, lo_y = _aligned(members, f"ue_{metric}_p10", x)
         hi, hi_y = _aligned(members, f"ue_{metric}_p90", x)
-        ax.fill_between(lo, lo_y[0], hi_y[0], color=line.get_color(), alpha=0.15, linewidth=0)
+        k = lo > 0 if figstyle.loglog(metric, x) else np.ones(lo.shape, bool)
+        ax.fill_between(lo[k], lo_y[0][k], hi_y[0][k], color=style["color"], alpha=0.15, linewidth=0, gid=UE_BAND)
+        extras["UE models, 10–90 %"] = Patch(color="0.5", alpha=0.3, linewidth=0)
     if _has(members, f"avg_{metric}"):
         ax_x, avg = _aligned(members, f"avg_{metric}", x)
+        k = ax_x > 0 if figstyle.loglog(metric, x) else np.ones(ax_x.shape, bool)
         with np.errstate(all="ignore"):
-            ax.plot(ax_x, np.nanmedian(avg, axis=0), "--", lw=1, color=line.get_color(),
-                    label=f"{label}: virtual average (held by no UE)")
+            ax.plot(ax_x[k], np.nanmedian(avg, axis=0)[k], color=style["color"], **figstyle.REFERENCE)
+        extras["virtual average (held by no UE)"] = Line2D([], [], color="0.3", **figstyle.REFERENCE)
     if any(r.summary.get("status") == "diverged" for r in members):
-        ax.plot(xs[-1:], med[-1:], "x", color=line.get_color(), markersize=9)
+        ax.plot(xs[-1:], med[-1:], "x", color=style["color"], markersize=7)
+        extras["diverged"] = Line2D([], [], marker="x", color="0.3", linestyle="none")
+    return extras
 
 
 def _has(runs: list[RunData], key: str) -> bool:

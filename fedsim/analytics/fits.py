@@ -105,8 +105,10 @@ class SeedSlopes:
 
     @property
     def covers_theory(self) -> bool | None:
-        """Whether the CI contains the theoretical exponent."""
-        return None if self.theory is None else self.ci_low <= self.theory <= self.ci_high
+        """Whether the CI contains the theoretical exponent (None without a theory or a CI)."""
+        if self.theory is None or not (np.isfinite(self.ci_low) and np.isfinite(self.ci_high)):
+            return None
+        return self.ci_low <= self.theory <= self.ci_high
 
 
 def seed_slopes(
@@ -124,9 +126,11 @@ def seed_slopes(
     """Fit each seed's curve (rows of ``Y``, ``[S, T]``) and summarise the slopes.
 
     Reports the **median** slope and a **bootstrap percentile CI of the median** (resampling
-    seeds with replacement, ``n_boot`` draws from a generator seeded with ``seed``), next to
-    an optional theoretical exponent (e.g. −(1 − 1/α) for the typical distance, §4.4).
-    With S ≤ 5 seeds the interval is coarse, since a median of 5 takes few distinct values.
+    seeds with replacement, ``n_boot`` draws from a generator seeded with ``seed``;
+    :func:`scipy.stats.bootstrap`), next to an optional theoretical exponent (e.g. −(1 − 1/α)
+    for the typical distance, §4.4). With S ≤ 5 seeds the interval is coarse, since a median of
+    5 takes few distinct values. A single usable seed has no interval: ``ci_low`` and
+    ``ci_high`` are NaN (and :attr:`SeedSlopes.covers_theory` is None).
     """
     Y = np.atleast_2d(np.asarray(Y, dtype=np.float64))
     slopes = np.full(Y.shape[0], np.nan)
@@ -140,18 +144,26 @@ def seed_slopes(
     ok = slopes[np.isfinite(slopes)]
     if ok.size == 0:
         raise AnalyticsError("no seed had >= 3 finite positive points in the window")
-    rng = np.random.default_rng(seed)
-    boot = np.median(rng.choice(ok, size=(n_boot, ok.size), replace=True), axis=1)
-    lo, hi = np.quantile(boot, [0.5 - level / 2.0, 0.5 + level / 2.0])
     return SeedSlopes(
         slopes=slopes,
         median=float(np.median(ok)),
-        ci_low=float(lo),
-        ci_high=float(hi),
+        **_median_ci(ok, level, n_boot, seed),
         level=level,
         n_failed=int(slopes.size - ok.size),
         theory=theory,
     )
+
+
+def _median_ci(ok: NDArray[np.float64], level: float, n_boot: int, seed: int) -> dict[str, float]:
+    """Percentile bootstrap CI of the median of ``ok`` (NaN for fewer than two values; a point
+    when they are all equal, where the bootstrap distribution is a single value)."""
+    if ok.size < 2:
+        return {"ci_low": float("nan"), "ci_high": float("nan")}
+    if np.ptp(ok) == 0:
+        return {"ci_low": float(ok[0]), "ci_high": float(ok[0])}
+    res = stats.bootstrap((ok,), np.median, n_resamples=n_boot, confidence_level=level, method="percentile",
+                          rng=np.random.default_rng(seed))
+    return {"ci_low": float(res.confidence_interval.low), "ci_high": float(res.confidence_interval.high)}
 
 
 def running_median(y: ArrayLike, window: int) -> NDArray[np.float64]:

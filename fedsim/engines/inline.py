@@ -14,6 +14,7 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedsim.engines.batched import BatchTrainer
+from fedsim.engines.env import engine_environment
 
 SERVER_NODE_ID = 0
 CLIENT_EXCEPTION_CODE = 2  # Flower's ErrorCode.CLIENT_APP_RAISED_EXCEPTION
@@ -91,11 +92,13 @@ class InlineGrid(Grid):
 
 def run_inline(server_app: ServerApp, client_app: ClientApp, num_ues: int,
                batch_trainer: BatchTrainer | None = None) -> None:
-    """Run the apps synchronously in this process."""
+    """Run the apps synchronously in this process (inside :func:`engine_environment`: Flower
+    quiet and without telemetry; ``os.environ`` is left as it was)."""
     run_id = 1
     TaskIdentity.task_id = 1
     TaskIdentity.run_id = run_id
     TaskIdentity.node_id = SERVER_NODE_ID
     grid = InlineGrid(client_app, num_ues, run_id, batch_trainer)
     context = Context(run_id=run_id, node_id=SERVER_NODE_ID, node_config={}, state=RecordDict(), run_config={})
-    server_app(grid, context)
+    with engine_environment():
+        server_app(grid, context)

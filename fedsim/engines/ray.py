@@ -10,16 +10,18 @@ import shutil
 import socket
 import tempfile
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from flwr.clientapp import ClientApp
-from flwr.serverapp import ServerApp
 
 from fedsim import device as devices
 from fedsim.config import EngineConfig
-from fedsim.engines import env  # noqa: F401  (Flower and Ray read these variables at import)
+from fedsim.engines.env import engine_environment
 from fedsim.errors import ConfigError, FedsimError
+
+if TYPE_CHECKING:
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
 
 
 def gpus_per_ue(engine: EngineConfig) -> float:
@@ -123,29 +125,36 @@ def _replace_dead_actors() -> None:
 
 
 def run_ray(server_app: ServerApp, client_app: ClientApp, num_ues: int, engine: EngineConfig) -> None:
-    """Run the apps on Flower's simulation runtime with the Ray backend."""
-    import ray
-    from flwr.simulation import run_simulation
+    """Run the apps on Flower's simulation runtime with the Ray backend.
 
-    if ray.is_initialized():
-        raise RuntimeError("Ray is already initialised in this process; fedsim starts and stops its own")
-    address = cluster_address(engine)
-    # AF_UNIX socket paths are limited to 107 bytes: keep the temp dir short.
-    temp_dir = None if address else tempfile.mkdtemp(prefix="fsr", dir="/tmp")
-    _replace_dead_actors()
-    try:
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=num_ues,
-            backend_name="ray",
-            backend_config=ray_backend_config(engine, temp_dir),
-        )
-    finally:
+    Flower 1.42 deprecates ``run_simulation`` in favour of ``flwr run`` on its deployment runtime
+    (a SuperLink), which would cost fedsim its in-process ServerApp object; its deprecation notice
+    is hidden (docs/howto/ray-cluster.md). Ray and ``flwr.simulation`` are imported inside
+    :func:`engine_environment`, which sets the variables they read at import and leaves
+    ``os.environ`` as it was."""
+    with engine_environment():
+        import ray
+        from flwr.simulation import run_simulation
+
         if ray.is_initialized():
-            ray.shutdown()
-        if temp_dir:
-            remove_when_released(temp_dir)
+            raise RuntimeError("Ray is already initialised in this process; fedsim starts and stops its own")
+        address = cluster_address(engine)
+        # AF_UNIX socket paths are limited to 107 bytes: keep the temp dir short.
+        temp_dir = None if address else tempfile.mkdtemp(prefix="fsr", dir="/tmp")
+        _replace_dead_actors()
+        try:
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=num_ues,
+                backend_name="ray",
+                backend_config=ray_backend_config(engine, temp_dir),
+            )
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
+            if temp_dir:
+                remove_when_released(temp_dir)
 
 
 def remove_when_released(path: str, attempts: int = 20) -> None:

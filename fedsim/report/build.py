@@ -84,7 +84,8 @@ def _overhead(g: Group) -> np.ndarray:
 
 def build_report(paths: Sequence[str | Path], out: str | Path | None = None,
                  target: float | None = None) -> Path:
-    """Write ``report.md`` and ``figures/report-*.png`` into ``out`` (default: the first path).
+    """Write ``report.md`` and ``figures/report-*.png`` (each with a PDF beside it) into ``out``
+    (default: the first path).
 
     Args:
         paths: run directories and/or sweep folders.
@@ -107,19 +108,22 @@ def build_report(paths: Sequence[str | Path], out: str | Path | None = None,
     figs += more_figs
     ex = exponent_rows(groups)
     md = [f"# fedsim report\n\n{sum(len(g.runs) for g in groups)} runs in {len(groups)} groups "
-          f"(differing keys: {', '.join(differing) or 'none'}). Across seeds: median [q25, q75].\n",
+          f"(differing keys: {', '.join(differing) or 'none'}). Across seeds: median [q25, q75]; a group "
+          "with a single seed shows its value alone, and its figures draw no band.\n",
           f"Convergence metric: `{metric}`; target {metric} ≤ {target:.4g} (running median over "
           f"{SMOOTH} rounds). For strategies whose UEs keep their own models, `{metric}` is the median over "
           "the UEs' models; the virtual average of their models, held by no UE, is shown as a reference "
           "only.\n",
           "## Fitted exponents vs theory\n\nLog-log slope of each seed's curve against steps over the last "
-          "90 % of the run; median over seeds with a 95 % bootstrap CI.\n\n"
+          "90 % of the run; median over seeds with a 95 % bootstrap CI of the median (percentile; "
+          "`[—]`: a single seed, no interval).\n\n"
           + _table([{"group": r.group, "metric": r.metric, "fitted exponent [95% CI]": r.slope,
                      "theory": r.theory, "theory source": r.source, "seeds": r.seeds} for r in ex]),
           "## Summary per group\n\n" + _table(summary),
           *sections,
           "## Constants and their sources\n\n" + _constants_section(groups),
-          "## Figures\n\n" + "".join(f"### {t}\n\n![{t}](figures/{p.name})\n\n" for t, p in figs)]
+          "## Figures\n\n" + "".join(f"### {t}\n\n![{t}](figures/{p.name})\n\n"
+                                  f"[PDF](figures/{p.with_suffix('.pdf').name})\n\n" for t, p in figs)]
     path = out_dir / "report.md"
     atomic_write_text(path, "\n".join(md))
     return path
@@ -162,7 +166,8 @@ def _optional_parts(groups: list[Group], differing: list[str], metric: str, targ
     if len({a for a, _ in cells}) > 1:
         heat = {k: (float(np.nanmedian(v)) if np.isfinite(v).any() else np.nan) for k, v in cells.items()}
         figs.append(("Rounds to target over (α, interference level)",
-                     fig_heatmap(heat, fig_dir / "report-heatmap.png", f"{metric} ≤ {target:.3g}")))
+                     fig_heatmap(heat, fig_dir / "report-heatmap.png", f"{metric} ≤ {target:.3g}",
+                                 level_key=groups[0].level_key)))
     if "strategy.name" in differing:
         figs.append(("Server vs server-free", fig_panels(groups, "strategy.name", metric, "round",
                                                          fig_dir / "report-server-vs-serverfree.png")))

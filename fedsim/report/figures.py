@@ -1,154 +1,192 @@
-"""The report's figures (PNG)."""
+"""The report's figures, in fedsim's one figure style (:mod:`fedsim.figstyle`): PNG at 200 dpi
+for report.md and a vector PDF beside each."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from fedsim import figstyle
+from fedsim.analytics.fits import seed_bands
+from fedsim.report.groups import Group, sortable
 
-from fedsim.analytics.fits import seed_bands  # noqa: E402
-from fedsim.report.groups import Group, sortable  # noqa: E402
+#: gid of a seeds' IQR band (drawn only for two or more seeds).
+SEED_BAND = "seed-iqr"
+THEORY = figstyle.THEORY
 
-DPI = 80
 
 def _band(ax: Any, x: np.ndarray, Y: np.ndarray, label: str, **kw: Any) -> Any:
+    """The seeds' median line, with their IQR as a band when there are two or more seeds."""
     b = seed_bands(Y)
-    (line,) = ax.plot(x, b.median, label=label + (f" (n={Y.shape[0]})" if Y.shape[0] > 1 else ""), **kw)
+    (line,) = ax.plot(x, b.median, label=label, **kw)
     if Y.shape[0] > 1:
-        ax.fill_between(x, b.q25, b.q75, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.fill_between(x, b.q25, b.q75, color=line.get_color(), alpha=0.2, linewidth=0, gid=SEED_BAND)
     return line
 
 
-def _virtual_average(ax: Any, g: Group, metric: str, x: str, color: Any, positive: bool = False,
-                     label: str | None = None) -> None:
+def _virtual_average(ax: Any, g: Group, metric: str, x: str, color: Any, positive: bool = False) -> bool:
     """The dashed reference of UE-held runs: the virtual average's metric, held by no UE."""
     if not g.has(f"avg_{metric}"):
-        return
+        return False
     xs, Y = g.matrix(f"avg_{metric}", x)
     keep = xs > 0 if positive else slice(None)
     with np.errstate(all="ignore"):
-        ax.plot(xs[keep], np.nanmedian(Y, axis=0)[keep], "--", lw=1, color=color,
-                label=f"{label or g.label}: virtual average (held by no UE)")
+        ax.plot(xs[keep], np.nanmedian(Y, axis=0)[keep], color=color, **figstyle.REFERENCE)
+    return True
 
 
-def _save(fig: Any, path: Path, layout: bool = True) -> Path:
-    if layout:
-        fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+def _save(fig: Figure, path: Path) -> Path:
+    """``path`` (PNG) and the same name as PDF; returns the PNG's path."""
+    figstyle.save(fig, path, ("png", "pdf"))
     return path
 
 
+def _labels(groups: list[Group], keys: list[str]) -> list[str]:
+    return figstyle.legend_labels([g.runs[0].config for g in groups], keys)
+
+
+def _legend(fig: Figure, ax: Any, groups: list[Group], extras: dict[str, Any]) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    labels, title = figstyle.seed_labels(labels, [len(g.runs) for g in groups][:len(labels)])
+    figstyle.legend_below(fig, handles + list(extras.values()), labels + list(extras), title)
+
+
 def fig_curves(groups: list[Group], metric: str, path: Path) -> Path:
-    """Measured median + IQR of the metric and of ‖w − w*‖ against the §4.4 reference."""
-    loglog = any(g.flat.get("train.lr.schedule") == "inverse" for g in groups)
-    with_theory = any(g.has("theory_dist") for g in groups) or any(g.has("theory_bound") for g in groups)
-    ncol = 2 if with_theory else 1
-    fig, axes = plt.subplots(1, ncol, figsize=(5.2 * ncol, 3.8), squeeze=False)
-    ax = axes[0][0]
-    for g in groups:
-        x, Y = g.matrix(metric)
-        keep = x > 0 if loglog else slice(None)
-        line = _band(ax, x[keep], Y[:, keep], g.label)
-        _virtual_average(ax, g, metric, "round", line.get_color(), positive=loglog)
-    ax.set(xlabel="round", ylabel=f"{metric} (median, IQR)", yscale="log")
-    if loglog:
-        ax.set_xscale("log")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=6)
-    if with_theory:
-        ax = axes[0][1]
-        for g in groups:
-            meas, theo = ("dist", "theory_dist") if g.has("theory_dist") else ("err_p", "theory_bound")
-            if not g.has(theo):
-                continue
-            x, Y = g.matrix(meas)
-            keep = x > 0
-            color = ax.plot([], [])[0].get_color()
-            _band(ax, x[keep], Y[:, keep], f"{g.label}: {meas}", color=color)
-            xt, Yt = g.matrix(theo)
-            ax.plot(xt[xt > 0], np.nanmedian(Yt, axis=0)[xt > 0], "--", color=color, lw=1,
-                    label=f"theory ({'§4.4 median' if theo == 'theory_dist' else 'Thm A bound'})")
-        ax.set(xlabel="round", ylabel="‖w − w*‖ (or err_p) vs theory", xscale="log", yscale="log")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6)
+    """Median (+ IQR across ≥ 2 seeds) of the metric, and of ‖w − w*‖ against the §4.4 reference;
+    log-log where the metric is a rate or the step size decays."""
+    inverse = any(g.flat.get("train.lr.schedule") == "inverse" for g in groups)
+    loglog = inverse or figstyle.loglog(metric, "round")
+    with_theory = any(g.has("theory_dist") or g.has("theory_bound") for g in groups)
+    labels = (_labels(groups, list(groups[0].values)) if len(groups) > 1
+              else [figstyle.describe(groups[0].runs[0].config)])
+    extras: dict[str, Any] = {}
+    with figstyle.style():
+        fig, axes = figstyle.new_figure(2 if with_theory else 1)
+        ax = axes[0][0]
+        for i, (g, label) in enumerate(zip(groups, labels, strict=True)):
+            x, Y = g.matrix(metric)
+            keep = x > 0 if loglog else slice(None)
+            line = _band(ax, x[keep], Y[:, keep], label, **figstyle.group_style(i))
+            if _virtual_average(ax, g, metric, "round", line.get_color(), positive=loglog):
+                extras["virtual average (held by no UE)"] = Line2D([], [], color="0.3", **figstyle.REFERENCE)
+        ax.set(ylabel=figstyle.axis_label(metric), yscale="log" if metric in figstyle.LOG_METRICS or loglog
+               else "linear", xscale="log" if loglog else "linear")
+        if with_theory:
+            extras |= _theory_panel(axes[1][0], groups)
+        axes[-1][0].set_xlabel(figstyle.axis_label("round"))
+        _legend(fig, ax, groups, extras)
     return _save(fig, path)
 
 
-def fig_heatmap(cells: dict[tuple[float, float | None], float], path: Path, title: str) -> Path:
+def _theory_panel(ax: Any, groups: list[Group]) -> dict[str, Any]:
+    """Measured distance (or err_p) per group beside its theory curve, log-log."""
+    extras, measured = {}, set()
+    for i, g in enumerate(groups):
+        meas, theo = ("dist", "theory_dist") if g.has("theory_dist") else ("err_p", "theory_bound")
+        if not g.has(theo):
+            continue
+        x, Y = g.matrix(meas)
+        style = figstyle.group_style(i)
+        _band(ax, x[x > 0], Y[:, x > 0], "_nolegend_", **style)
+        xt, Yt = g.matrix(theo)
+        ax.plot(xt[xt > 0], np.nanmedian(Yt, axis=0)[xt > 0], color=style["color"], **THEORY)
+        name = "theory: §4.4 median" if theo == "theory_dist" else "theory: Thm A bound"
+        extras[name] = Line2D([], [], color="0.3", **THEORY)
+        measured.add(meas)
+    ax.set(ylabel=figstyle.axis_label("dist" if "dist" in measured else "err_p"), xscale="log", yscale="log")
+    return extras
+
+
+#: The heat map's y axis, by the key that sets the interference level.
+LEVEL_LABELS = {"channel.scale": "interference scale c", "channel.gsnr_db": "GSNR [dB]",
+                "channel.dispersion": "interference dispersion"}
+
+
+def fig_heatmap(cells: dict[tuple[float, float | None], float], path: Path, title: str,
+                level_key: str | None = None) -> Path:
+    """Median rounds to target per (α, level) cell; "never" where no seed reached it."""
     alphas = sorted({a for a, _ in cells}, reverse=True)
     levels = sorted({lv for _, lv in cells}, key=lambda v: (v is None, v))
     M = np.full((len(levels), len(alphas)), np.nan)
     for (a, lv), v in cells.items():
         M[levels.index(lv), alphas.index(a)] = v
-    fig, ax = plt.subplots(figsize=(1.2 * len(alphas) + 2.2, 0.8 * len(levels) + 1.8))
-    im = ax.imshow(M, cmap="viridis_r", aspect="auto")
-    for i in range(M.shape[0]):
-        for j in range(M.shape[1]):
-            ax.text(j, i, "never" if not np.isfinite(M[i, j]) else f"{M[i, j]:.0f}", ha="center", va="center",
-                    color="w" if np.isfinite(M[i, j]) else "k", fontsize=8)
-    ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
-    ax.set_yticks(range(len(levels)), ["—" if lv is None else f"{lv:g}" for lv in levels])
-    ax.set(xlabel="α (2 = Gaussian)", ylabel="interference level", title=title)
-    fig.colorbar(im, ax=ax, label="median rounds to target")
+    with figstyle.style():
+        fig = Figure(figsize=(figstyle.COLUMN_WIDTH, 0.32 * len(levels) + 1.3), layout="constrained")
+        ax = fig.add_subplot()
+        im = ax.imshow(M, cmap="viridis_r", aspect="auto")
+        for i in range(M.shape[0]):
+            for j in range(M.shape[1]):
+                dark = np.isfinite(M[i, j]) and np.dot(im.cmap(im.norm(M[i, j]))[:3], (0.299, 0.587, 0.114)) < 0.5
+                ax.text(j, i, "never" if not np.isfinite(M[i, j]) else f"{M[i, j]:.0f}", ha="center",
+                        va="center", color="w" if dark else "k", fontsize=7)
+        ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+        ax.set_yticks(range(len(levels)), ["—" if lv is None else f"{lv:g}" for lv in levels])
+        ax.set(xlabel="tail index α (2 = Gaussian)", ylabel=LEVEL_LABELS.get(level_key or "", "interference level"),
+               title=title)
+        ax.grid(False)
+        fig.colorbar(im, ax=ax, label="median rounds to target")
     return _save(fig, path)
 
 
-def _panels(groups: list[Group], split_key: str) -> dict[str, list[Group]]:
-    """Groups by the values of every differing key except ``split_key`` (one panel each)."""
+def _panels(groups: list[Group], split_key: str, panel_key: str | None) -> dict[str, list[Group]]:
+    """Groups by the value of ``panel_key`` (or of every differing key except ``split_key``)."""
+    keys = list(groups[0].values)
+    if panel_key is not None:
+        groups = sorted(groups, key=lambda g: sortable(g.values.get(panel_key)))
+        titles = _labels(groups, [panel_key])
+    else:
+        titles = _labels(groups, [k for k in keys if k != split_key]) if len(keys) > 1 else ["" for _ in groups]
     panels: dict[str, list[Group]] = {}
-    for g in groups:
-        rest = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in g.values.items() if k != split_key)
-        panels.setdefault(rest or "all", []).append(g)
+    for g, title in zip(groups, titles, strict=True):
+        panels.setdefault(title, []).append(g)
     return panels
 
 
 def fig_panels(groups: list[Group], split_key: str, metric: str, x: str, path: Path,
                panel_key: str | None = None) -> Path:
     """One panel per value of ``panel_key`` (or per combination of the other keys); inside,
-    one median + IQR line per value of ``split_key``."""
-    if panel_key is not None:
-        panels: dict[str, list[Group]] = {}
-        for g in sorted(groups, key=lambda g: sortable(g.values.get(panel_key))):
-            panels.setdefault(f"{panel_key.split('.')[-1]}={g.values.get(panel_key)}", []).append(g)
-    else:
-        panels = _panels(groups, split_key)
-    items = list(panels.items())[:8]
-    ncol = min(4, len(items))
-    nrow = math.ceil(len(items) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.0 * ncol, 3.2 * nrow), squeeze=False)
-    for ax, (title, members) in zip(axes.flat, items, strict=False):
-        for g in members:
-            xs, Y = g.matrix(metric, x)
-            lab = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in g.values.items()
-                            if k != panel_key and (panel_key is not None or k == split_key))
-            line = _band(ax, xs, Y, lab)
-            _virtual_average(ax, g, metric, x, line.get_color(), label=lab)
-        ax.set(title=title, xlabel="simulated time [s]" if x == "sim_time" else "round", ylabel=metric)
-        if metric in ("gap", "dist", "err_p", "loss"):
-            ax.set_yscale("log")
-        ax.title.set_fontsize(8)
-        ax.grid(True, alpha=0.3)
-    for ax in list(axes.flat)[len(items):]:
-        ax.axis("off")
-    _shared_legend(fig, axes.flat)
-    return _save(fig, path, layout=False)
+    one median (+ IQR) line per value of ``split_key`` (or of the keys other than ``panel_key``),
+    each in the same style in every panel. Log-log where the metric is a rate against rounds."""
+    keys = list(groups[0].values)
+    line_keys = [k for k in keys if k != panel_key] if panel_key is not None else [split_key]
+    line_label = dict(zip((id(g) for g in groups), _labels(groups, line_keys), strict=True))
+    order = list(dict.fromkeys(line_label[id(g)] for g in groups))
+    items = list(_panels(groups, split_key, panel_key).items())[:8]
+    loglog = figstyle.loglog(metric, x)
+    extras: dict[str, Any] = {}
+    ncols = 1 if len(items) <= 3 else 2 if len(items) == 4 else 4
+    with figstyle.style():
+        fig, axes = figstyle.new_figure(len(items), ncols=ncols, panel_height=1.6)
+        panel_width = fig.get_figwidth() / ncols
+        for k, (ax, (title, members)) in enumerate(zip(axes.flat, items, strict=False)):
+            for g in members:
+                xs, Y = g.matrix(metric, x)
+                keep = xs > 0 if loglog else slice(None)
+                label = line_label[id(g)]
+                line = _band(ax, xs[keep], Y[:, keep], label, **figstyle.group_style(order.index(label)))
+                if _virtual_average(ax, g, metric, x, line.get_color(), positive=loglog):
+                    extras["virtual average (held by no UE)"] = Line2D([], [], color="0.3", **figstyle.REFERENCE)
+            ax.set(title=figstyle.wrap(title, panel_width), yscale="log" if metric in figstyle.LOG_METRICS
+                   else "linear", xscale="log" if loglog else "linear")
+            if k % ncols == 0:  # the same metric in every panel: label the first column only
+                ax.set_ylabel(figstyle.axis_label(metric))
+            if k + ncols >= len(items):
+                ax.set_xlabel(figstyle.axis_label(x))
+        _shared_legend(fig, axes, groups, line_label, extras)
+    return _save(fig, path)
 
 
-def _shared_legend(fig: Any, axes: Any) -> None:
+def _shared_legend(fig: Figure, axes: Any, groups: list[Group], line_label: dict[int, str],
+                   extras: dict[str, Any]) -> None:
     """One legend under the panels (every panel draws the same series), so none hides a curve."""
     seen: dict[str, Any] = {}
-    for ax in axes:
+    for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(label, handle)
-    lines = math.ceil(len(seen) / 2)
-    if seen:
-        fig.legend(list(seen.values()), list(seen), loc="lower center", fontsize=7, frameon=False, ncol=2)
-        fig.set_figheight(fig.get_figheight() + 0.18 * lines)
-    fig.tight_layout(rect=(0, (0.18 * lines + 0.05) / fig.get_figheight() if seen else 0, 1, 1))
+    seeds = {lab: min(len(g.runs) for g in groups if line_label[id(g)] == lab) for lab in seen}
+    labels, title = figstyle.seed_labels(list(seen), [seeds[lab] for lab in seen])
+    figstyle.legend_below(fig, list(seen.values()) + list(extras.values()), labels + list(extras), title)

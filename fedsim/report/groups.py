@@ -19,7 +19,6 @@ from fedsim.results.sweepdir import expand_run_dirs
 _LEVEL_KEYS = ("channel.scale", "channel.dispersion", "channel.gsnr_db")
 #: Hitting times use a causal running median, so one lucky round does not count as reaching.
 SMOOTH = 5
-DPI = 80
 
 
 @dataclass
@@ -58,10 +57,13 @@ class Group:
 
     @property
     def level(self) -> float | None:
-        for k in _LEVEL_KEYS:
-            if self.flat.get(k) is not None:
-                return float(self.flat[k])
-        return None
+        key = self.level_key
+        return None if key is None else float(self.flat[key])
+
+    @property
+    def level_key(self) -> str | None:
+        """The key that sets the interference level: scale, dispersion or GSNR (None: none set)."""
+        return next((k for k in _LEVEL_KEYS if self.flat.get(k) is not None), None)
 
 
 # ------------------------------------------------------------------------------ loading

@@ -22,14 +22,24 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 
 def med_iqr(v: np.ndarray, digits: int = 3) -> str:
-    """``median [q25, q75]`` over the finite entries, with the count of never/non-finite."""
+    """``median [q25, q75]`` over the finite entries, with the count of never/non-finite; a
+    single finite value is printed alone (one seed has no spread to show)."""
     v = np.asarray(v, dtype=np.float64)
     ok = v[np.isfinite(v)]
     if ok.size == 0:
         return f"never ({v.size}/{v.size})" if v.size else "—"
-    q1, m, q3 = np.quantile(ok, [0.25, 0.5, 0.75])
     miss = f", {v.size - ok.size} never" if ok.size < v.size else ""
+    if ok.size == 1:
+        return f"{ok[0]:.{digits}g}{miss}"
+    q1, m, q3 = np.quantile(ok, [0.25, 0.5, 0.75])
     return f"{m:.{digits}g} [{q1:.{digits}g}, {q3:.{digits}g}]{miss}"
+
+
+def slope_text(median: float, ci_low: float, ci_high: float) -> str:
+    """``median [low, high]``; ``median [—]`` when there is no interval (a single seed)."""
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return f"{median:.3f} [—]"
+    return f"{median:.3f} [{ci_low:.3f}, {ci_high:.3f}]"
 
 
 def curve_metric(groups: list[Group]) -> str:
@@ -107,7 +117,7 @@ def exponent_rows(groups: list[Group]) -> list[ExponentRow]:
             theory, source = theory_exponent(g, metric)
             try:
                 fit = seed_slopes(t, Y, t_min=max(1.0, 0.1 * t.max()), theory=theory, n_log_points=30)
-                slope = f"{fit.median:.3f} [{fit.ci_low:.3f}, {fit.ci_high:.3f}]"
+                slope = slope_text(fit.median, fit.ci_low, fit.ci_high)
             except AnalyticsError:
                 slope = "too few points"
             rows.append(ExponentRow(g.label, metric, slope, fmt(theory), source, len(g.runs)))

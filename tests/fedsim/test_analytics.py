@@ -476,6 +476,11 @@ def test_seed_slopes_median_and_bootstrap():
     assert res.n_failed == 1 and res.covers_theory
     assert res.median == pytest.approx(-0.5, abs=0.03) and abs(res.deviation) < 0.03
     assert fa.seed_slopes(t, Y, theory=-0.6).covers_theory is False
+    one = fa.seed_slopes(t, Y[:1], theory=-0.5)  # a single seed: a slope, but no interval
+    assert np.isfinite(one.median) and np.isnan(one.ci_low) and np.isnan(one.ci_high)
+    assert one.covers_theory is None
+    two = fa.seed_slopes(t, Y[:3:2])
+    assert two.ci_low == pytest.approx(two.slopes.min()) and two.ci_high == pytest.approx(two.slopes.max())
 
 
 def test_rounds_to_target_edge_cases():
