@@ -8,6 +8,7 @@ the strategy (``strategies``) and the channel's fading law, interference model a
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from typing import Annotated, Any, Literal
 
@@ -92,11 +93,34 @@ class EngineConfig(Section):
         return value
 
 
+#: Result loggers (``output.loggers``) and the package each needs beyond fedsim's own dependencies.
+LOGGER_PACKAGES: dict[str, str | None] = {"csv": None, "tensorboard": "tensorboard", "mlflow": "mlflow",
+                                          "wandb": "wandb"}
+
+
 class OutputConfig(Section):
-    """Where results go."""
+    """Where results go. ``metrics.jsonl`` is always written; ``loggers`` mirror its rows into
+    other formats (see ``fedsim.run.loggers``)."""
 
     dir: str = Field("runs", min_length=1, description="parent folder of run directories and sweep folders")
     plot: bool = Field(True, description="write figures/convergence.{png,pdf} when the run ends")
+    loggers: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="also log every round to: 'csv' (metrics.csv), 'tensorboard', 'mlflow', "
+                                          "'wandb' (each but csv needs its extra: pip install 'fedsim[NAME]')")
+    mlflow_uri: str | None = Field(None, min_length=1, description="MLflow tracking URI; unset: MLFLOW_TRACKING_URI, "
+                                                                   "else the file store OUTPUT_DIR/mlruns")
+
+    @field_validator("loggers")
+    @classmethod
+    def _installed(cls, value: list[str]) -> list[str]:
+        # find_spec, not import: validation runs in every Ray actor and must stay cheap
+        for name in value:
+            package = LOGGER_PACKAGES[name]
+            if package is not None and importlib.util.find_spec(package) is None:
+                raise ValueError(f"{name!r} needs the {package} package: pip install 'fedsim[{name}]'")
+        if len(set(value)) < len(value):
+            raise ValueError("a logger is named twice")
+        return value
 
 
 class CheckpointConfig(Section):

@@ -32,6 +32,7 @@ from fedsim.results.rundir import git_hash, new_run_dir, versions, write_config,
 from fedsim.run import checkpoint as ck
 from fedsim.run.assemble import Experiment, assemble
 from fedsim.run.hooks import AnalyticsHook, CheckpointHook, DivergenceHook, RecorderHook, StopHook
+from fedsim.run.loggers import close_loggers, make_loggers
 from fedsim.run.loop import Outcome, RoundLoop
 from fedsim.run.recorder import Recorder
 from fedsim.run.resume import prepare_resume
@@ -72,7 +73,8 @@ def execute(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | None = N
     stop = threading.Event()
     analytics = AnalyticsHook(experiment)
     every = ck.auto_every(cfg, experiment.workload, experiment.strategy.holds_ue_models)
-    hooks = [analytics, DivergenceHook(cfg.divergence.max_norm), RecorderHook(recorder),
+    loggers = make_loggers(cfg, run_dir, recorder)
+    hooks = [analytics, DivergenceHook(cfg.divergence.max_norm), RecorderHook(recorder), *loggers,
              CheckpointHook(run_dir, every, recorder, fsync=cfg.checkpoint.fsync, experiment=experiment),
              StopHook(stop)]
     result = RunResult(run_dir, summary, experiment)
@@ -90,6 +92,8 @@ def execute(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | None = N
         summary["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt | RunInterrupted) else "failed"
         summary["error"] = "".join(traceback.format_exception_only(exc)).strip()
         summary["rounds"] = recorder.rows[-1]["round"] if recorder.rows else 0
+    if errors := close_loggers(loggers, summary["status"]):  # every exit path: completed, diverged, ...
+        summary["logger_errors"] = errors
     summary["wall_s"] = round(time.monotonic() - started, 3)
     summary["analytics_s"] = round(analytics.analytics.total_s, 4)  # overhead, kept out of the rows
     summary["finished_at"] = datetime.now(UTC).isoformat()
@@ -125,7 +129,8 @@ def _open_run_dir(cfg: ExperimentConfig, resume: Path | None) -> tuple[Path, Any
         "git": git_hash(),
     })
     if resume is not None:
-        summary.pop("error", None)  # the error that stopped the earlier attempt no longer holds
+        for stale in ("error", "logger_errors"):  # what went wrong in the earlier attempt no longer holds
+            summary.pop(stale, None)
         summary["resumed"] = int(summary.get("resumed", 0)) + 1
         summary["resumed_from_round"] = checkpoint.round if checkpoint is not None else 0
     write_summary(run_dir, summary)

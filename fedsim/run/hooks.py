@@ -5,7 +5,8 @@ A hook has ``on_start(loop)``, ``after_round(loop, record)`` (return a status to
 the first one wins, later hooks still see the round) and ``on_end(loop, status)``; a hook with
 state a resumed run needs returns it from ``state_dict(bag)``. :class:`HookBase` gives no-op
 defaults. The order matters: analytics add fields, divergence judges the finished row, the
-recorder writes it, the checkpoint saves after it, and Ctrl-C stops last.
+recorder writes it, the result loggers (:mod:`fedsim.run.loggers`) mirror it, the checkpoint saves
+after them, and Ctrl-C stops last.
 """
 
 from __future__ import annotations
