@@ -1,0 +1,89 @@
+"""The Python entry points, for scripts and notebooks: :func:`run` and :func:`resume` do what
+``fedsim run`` does and return the folder they wrote; :func:`load` (from
+:mod:`fedsim.results.frame`) reads run and sweep folders back as one DataFrame.
+
+    import fedsim
+    folder = fedsim.run("quickstart", ["rounds=20"], engine="inline")
+    df = fedsim.load(folder)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fedsim.config import QUICKSTART, apply_overrides, read_toml, validate
+from fedsim.errors import FedsimError
+from fedsim.results.frame import load
+from fedsim.results.sweepdir import is_sweep_dir
+from fedsim.run.resume import resume_config
+from fedsim.runner import run_experiment
+from fedsim.sweep import base_config, expand_sweep, run_sweep, split_sweep, sweep_to_resume
+
+__all__ = ["load", "resume", "run"]
+
+Experiment = str | Path | Mapping[str, Any] | None
+
+
+def run(experiment: Experiment = None, overrides: Sequence[str] = (), *, engine: str | None = None,
+        out: str | Path | None = None, ray_address: str | None = None, quiet: bool = True) -> Path:
+    """Run an experiment, or every variant of its ``[sweep]`` table, and return the run directory
+    or the sweep folder.
+
+    Args:
+        experiment: a shipped experiment's name (``"heavy_tail"``), a TOML file, or the same
+            content as a dict; None runs the quickstart.
+        overrides: ``"key.path=value"`` items, as ``--set`` takes them (``"sweep={}"`` drops the
+            sweep table).
+        engine: ``"ray"`` or ``"inline"`` (default: the experiment's own, else ``"ray"``).
+        out: parent folder of the run (default: the experiment's ``output.dir``, else ``runs``).
+        ray_address: join an existing Ray cluster.
+        quiet: no progress bar.
+
+    Raises:
+        ConfigError: bad input (nothing written). RunInterrupted: Ctrl-C during a sweep.
+    """
+    data, source = _read(experiment)
+    items = [*overrides, *_shorthands(engine, out, ray_address)]
+    if not split_sweep(data, items)[1]:
+        return run_experiment(validate(apply_overrides(data, items), source), quiet=quiet)
+    base = base_config(data, items, source=source)
+    return run_sweep(expand_sweep(data, items, source=source), base, quiet=quiet)
+
+
+def resume(folder: str | Path, overrides: Sequence[str] = (), *, engine: str | None = None,
+           quiet: bool = True) -> Path:
+    """Continue a killed run (from its last checkpoint) or sweep (its unfinished variants), as
+    ``fedsim run --resume``; only ``[engine]`` and ``[output]`` may differ. Returns ``folder``."""
+    folder = Path(folder)
+    items = [*overrides, *_shorthands(engine, None, None)]
+    if is_sweep_dir(folder):
+        variants, base = sweep_to_resume(folder, None, items)
+        return run_sweep(variants, base, quiet=quiet, resume=folder)
+    cfg = resume_config(folder, None, items)
+    if cfg.sweep:
+        raise FedsimError(f"{folder}: this run belongs to a sweep; resume its sweep folder")
+    run_experiment(cfg, quiet=quiet, resume=folder)
+    return folder
+
+
+def _read(experiment: Experiment) -> tuple[dict[str, Any], str]:
+    if isinstance(experiment, Mapping):
+        return dict(experiment), "experiment"
+    source = str(experiment if experiment is not None else QUICKSTART)
+    return read_toml(source), source
+
+
+def _shorthands(engine: str | None, out: str | Path | None, ray_address: str | None) -> list[str]:
+    items = []
+    if engine is not None:
+        items.append(f"engine.name={engine!r}")
+    if out is not None:
+        items.append(f"output.dir={str(out)!r}")
+    if ray_address is not None:
+        items.append(f"engine.ray_address={ray_address!r}")
+    return items
+
+
+load = load  # re-exported: fedsim.api.load is fedsim.results.frame.load
