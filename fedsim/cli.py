@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 
 import fedsim
@@ -38,7 +39,8 @@ def _fail(exc: FedsimError) -> None:
         hint = "" if "--resume" in str(exc) else "; continue with: fedsim run --resume RUN_DIR"
         err.print(f"{exc}{hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=INTERRUPTED)
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    # escaped: messages quote TOML and pip extras ("fedsim[tensorboard]") that rich would read as markup
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code=USER_ERROR)
 
 
