@@ -27,7 +27,7 @@ from bench_inline_overhead import per_ue_round_ms
 
 from fedsim.config import ExperimentConfig, validate
 from fedsim.device import run_device
-from fedsim.run.schedule import make_lr
+from fedsim.runtime.schedule import make_lr
 from fedsim.workloads import build_workload
 
 CASES = {

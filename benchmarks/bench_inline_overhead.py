@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from fedsim.config import ExperimentConfig, validate
-from fedsim.run.recorder import Recorder
-from fedsim.run.schedule import make_lr
+from fedsim.runtime.recorder import Recorder
+from fedsim.runtime.schedule import make_lr
 from fedsim.runner import run_experiment
 from fedsim.workloads import build_workload
 

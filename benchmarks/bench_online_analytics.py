@@ -18,7 +18,7 @@ import json
 import tempfile
 import time
 
-import fedsim.run.hooks as hooks
+import fedsim.runtime.hooks as hooks
 from fedsim.analytics.online import OnlineAnalytics
 from fedsim.config import validate
 from fedsim.results.rundir import load_run

@@ -27,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for flower_apps when run as a script
 
 from fedsim.config import EngineConfig, validate  # noqa: E402
-from fedsim.engines import env  # noqa: F401,E402  (before flwr / ray are imported)
-from fedsim.run.recorder import Recorder  # noqa: E402
+from fedsim.engines import env  # noqa: E402
+from fedsim.runtime.recorder import Recorder  # noqa: E402
 
 
 def fedsim_rounds(ues: int, rounds: int, steps: int, lr: float, cpus: int) -> list[float]:
@@ -63,22 +63,28 @@ def flower_rounds(ues: int, rounds: int, steps: int, lr: float, cpus: int, poll:
     import shutil
 
     import flower_apps
-    from flwr.simulation import run_simulation
 
     from fedsim.engines.ray import ray_backend_config
 
     flower_apps.SETTINGS.update(num_ues=ues, rounds=rounds, steps=steps, lr=lr, seed=0, pull_interval=poll)
     flower_apps.ROUND_TIMES.clear()
     temp_dir = tempfile.mkdtemp(prefix="fsf", dir="/tmp")
-    try:
-        run_simulation(server_app=flower_apps.server_app, client_app=flower_apps.client_app, num_supernodes=ues,
-                       backend_name="ray", backend_config=ray_backend_config(EngineConfig(num_cpus=cpus), temp_dir))
-    finally:
-        import ray
+    # The environment fedsim's engines run in (no telemetry, loopback-only Ray, quiet Flower logs,
+    # FLWR_HOME in the temp folder), so that the baseline runs with the same settings as fedsim.
+    # Flower and Ray read some of it at import, hence the imports inside the block.
+    with env.engine_environment():
+        from flwr.simulation import run_simulation
 
-        if ray.is_initialized():
-            ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        try:
+            run_simulation(server_app=flower_apps.server_app, client_app=flower_apps.client_app,
+                           num_supernodes=ues, backend_name="ray",
+                           backend_config=ray_backend_config(EngineConfig(num_cpus=cpus), temp_dir))
+        finally:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+            shutil.rmtree(temp_dir, ignore_errors=True)
     return list(flower_apps.ROUND_TIMES)
 
 

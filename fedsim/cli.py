@@ -141,7 +141,7 @@ def _run(experiment: Path | None, overrides: list[str], quiet: bool) -> None:
 
 def _resume(path: Path, experiment: Path | None, overrides: list[str], quiet: bool) -> None:
     from fedsim.results.sweepdir import is_sweep_dir
-    from fedsim.run.resume import resume_config
+    from fedsim.runtime.resume import resume_config
     from fedsim.runner import run_experiment
 
     if is_sweep_dir(path):

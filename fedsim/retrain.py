@@ -21,7 +21,7 @@ import torch
 
 from fedsim.config import ExperimentConfig, to_toml_dict, validate
 from fedsim.results.rundir import atomic_write_text
-from fedsim.run.execute import RunResult, execute
+from fedsim.runtime.execute import RunResult, execute
 from strategies import HeldModels
 
 

@@ -1,4 +1,4 @@
-"""Run one experiment as a user asks for it: the run (:func:`fedsim.run.execute.execute`) and,
+"""Run one experiment as a user asks for it: the run (:func:`fedsim.runtime.execute.execute`) and,
 for an architecture search, the derivation and retraining of what it found
 (:mod:`fedsim.retrain`)."""
 
@@ -10,7 +10,7 @@ from typing import Any
 from fedsim.config import ExperimentConfig
 from fedsim.results.rundir import write_summary
 from fedsim.retrain import RetrainFailed, finish_search, is_search
-from fedsim.run.execute import RunResult, execute
+from fedsim.runtime.execute import RunResult, execute
 
 
 def run_experiment(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | None = None,

@@ -34,7 +34,7 @@ from channels.stable import sample_sas
 from channels.stats import hill_estimator, sas_median_abs, tail_slope_estimator
 from fedsim.analytics.errors import AnalyticsError
 from fedsim.analytics.theory import default_p, theorem_a_vp
-from fedsim.run.schedule import make_lr
+from fedsim.runtime.schedule import make_lr
 
 #: Pooled normalised-noise buffer (ring) and how much of one round's noise enters it.
 BUFFER = 1 << 15
@@ -179,7 +179,7 @@ class OnlineAnalytics:
         out["p"] = {"value": self.p, "source": "(1 + alpha)/2 (§9 item 10)"}
         out["c_eff"] = {"value": None, "source": "per round: the channel's noise_scale (logged each round)"}
         out["tail_index"] = {"value": None, "source": "estimated online: noise_hill / noise_tail_slope"}
-        out["tau_cm"] = {"value": self.tau_cm, "source": "fedsim.run.clock.communication_time"}
+        out["tau_cm"] = {"value": self.tau_cm, "source": "fedsim.runtime.clock.communication_time"}
         out["delay_steps"] = {"value": self.delay, "source": "ceil(tau_cm / tau_cp) (§3(d))"}
         return out
 

@@ -23,8 +23,8 @@ from flwr.clientapp import ClientApp
 
 from fedsim.apps import flowerfast
 from fedsim.config import ExperimentConfig
-from fedsim.run import faults
-from fedsim.run.assemble import UESide, ue_side
+from fedsim.runtime import faults
+from fedsim.runtime.assemble import UESide, ue_side
 from strategies import UEContext
 from strategies.common import (
     ARRAYS,

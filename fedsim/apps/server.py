@@ -1,4 +1,4 @@
-"""The Flower ServerApp: it runs one round loop (:class:`fedsim.run.loop.RoundLoop`).
+"""The Flower ServerApp: it runs one round loop (:class:`fedsim.runtime.loop.RoundLoop`).
 
 A ServerApp is made per run, around that run's loop, so that nothing module-level carries a run.
 Flower runs it in a thread of the process that started the run, on both engines."""
@@ -9,7 +9,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim.apps import flowerfast
-from fedsim.run.loop import Outcome, RoundLoop
+from fedsim.runtime.loop import Outcome, RoundLoop
 
 flowerfast.install()
 

@@ -100,7 +100,7 @@ LOGGER_PACKAGES: dict[str, str | None] = {"csv": None, "tensorboard": "tensorboa
 
 class OutputConfig(Section):
     """Where results go. ``metrics.jsonl`` is always written; ``loggers`` mirror its rows into
-    other formats (see ``fedsim.run.loggers``)."""
+    other formats (see ``fedsim.runtime.loggers``)."""
 
     dir: str = Field("runs", min_length=1, description="parent folder of run directories and sweep folders")
     plot: bool = Field(True, description="write figures/convergence.{png,pdf} when the run ends")
@@ -159,7 +159,7 @@ class FaultsConfig(Section):
     ``skip-round`` (no aggregate that round) or ``zero`` (non-finite entries become 0).
     ``kill_at`` is a testing aid, not a UE fault: the run's own process sends itself SIGKILL right
     after round ``kill_at``'s row (and its checkpoint, when one is due) is written, as ``kill -9``
-    would; a run resumed from a checkpoint does not fire it again (see ``fedsim.run.faults``).
+    would; a run resumed from a checkpoint does not fire it again (see ``fedsim.runtime.faults``).
     """
 
     unavailable: float = Field(0.0, ge=0, le=1, description="probability that a UE is unavailable in a round")

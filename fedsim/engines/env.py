@@ -8,7 +8,7 @@ it puts ``os.environ`` back exactly as it found it, including what Flower itself
 
 Flower and Ray read some of these variables when they are imported, so the engines import
 ``ray`` and ``flwr.simulation`` only inside the context, where Ray's processes also inherit
-them. A Flower imported earlier (``fedsim.run`` imports ``flwr.app``) has already cached two of
+them. A Flower imported earlier (``fedsim.runtime`` imports ``flwr.app``) has already cached two of
 them, its telemetry switch and its console log level; the context applies those to the cached
 values as well and puts them back afterwards. It also hides the one warning fedsim knows about
 and cannot act on: Flower's "DEPRECATED FEATURE" notice for ``run_simulation`` (see the Ray

@@ -1,6 +1,6 @@
 """A sweep's preflight: a single run's refusals, for every variant, before the sweep writes anything.
 
-A single run refuses bad input with exit code 2 and writes nothing (:func:`fedsim.run.execute.preflight`);
+A single run refuses bad input with exit code 2 and writes nothing (:func:`fedsim.runtime.execute.preflight`);
 a sweep must not turn the same input into a folder of failed variants. A single run's preflight
 assembles the experiment, which builds the workload (seconds for some: synthetic-logreg solves for
 w*), and a sweep would pay that twice per variant. So a sweep checks, per variant, what needs no
@@ -23,7 +23,7 @@ from fedsim.config import EngineConfig, ExperimentConfig
 from fedsim.device import resolve_device
 from fedsim.engines.ray import check_ray_address, gpus_per_ue
 from fedsim.errors import ConfigError, FedsimError, RunDirError
-from fedsim.run.assemble import check_memory
+from fedsim.runtime.assemble import check_memory
 from fedsim.sweep.expand import Variant
 
 

@@ -20,7 +20,7 @@ from fedsim.config import ExperimentConfig, apply_overrides, read_toml, to_toml_
 from fedsim.errors import ConfigError, RunDirError
 from fedsim.results.rundir import read_metrics
 from fedsim.results.sweepdir import is_sweep_dir, read_index
-from fedsim.run.resume import RESUMABLE_CHANGES
+from fedsim.runtime.resume import RESUMABLE_CHANGES
 from fedsim.sweep.expand import Variant, base_config, expand_sweep
 
 DONE = ("completed", "diverged")  # statuses a resumed sweep does not rerun

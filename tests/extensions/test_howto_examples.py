@@ -19,7 +19,7 @@ from channels import FADING, Channel, ChannelConfig
 from channels.rng import torch_generator
 from fedsim.config import apply_overrides, validate
 from fedsim.results.rundir import load_run
-from fedsim.run.schedule import make_lr
+from fedsim.runtime.schedule import make_lr
 from fedsim.runner import run_experiment
 from fedsim.workloads import WORKLOADS
 from strategies import STRATEGIES

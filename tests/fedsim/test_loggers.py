@@ -29,7 +29,7 @@ from fedsim.config.experiment import LOGGER_PACKAGES
 from fedsim.errors import RunInterrupted
 from fedsim.results.labels import flatten
 from fedsim.results.rundir import read_metrics
-from fedsim.run.loggers import LOGGERS
+from fedsim.runtime.loggers import LOGGERS
 from fedsim.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,7 +177,7 @@ class Crash(RuntimeError):
 def _fail_at(monkeypatch: pytest.MonkeyPatch, round_: int, action: str) -> None:
     """Make round ``round_``'s evaluation raise (``failed``) or press Ctrl-C once (``interrupted``:
     the run stops cleanly after that round)."""
-    import fedsim.run.loop as loop
+    import fedsim.runtime.loop as loop
 
     original = loop.evaluate_held
 

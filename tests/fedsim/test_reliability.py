@@ -17,7 +17,7 @@ import pytest
 
 from fedsim.config import apply_overrides, validate
 from fedsim.results.rundir import load_run
-from fedsim.run.checkpoint import load_checkpoint
+from fedsim.runtime.checkpoint import load_checkpoint
 from fedsim.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,7 +215,7 @@ class Interrupt(KeyboardInterrupt):
 
 
 def _interrupted_run(monkeypatch: pytest.MonkeyPatch, cfg, after_rows: int) -> Path:
-    from fedsim.run.recorder import Recorder
+    from fedsim.runtime.recorder import Recorder
 
     original = Recorder.log
 
@@ -288,7 +288,7 @@ def test_crash_and_resume_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_tampered_or_truncated_checkpoint_is_refused(tmp_path: Path) -> None:
     from fedsim.errors import RunDirError
-    from fedsim.run.checkpoint import load_checkpoint
+    from fedsim.runtime.checkpoint import load_checkpoint
 
     run_dir = run_experiment(config(tmp_path, "rounds=5", "strategy.name='serverfree-relay'"), quiet=True)
     ckpt = load_checkpoint(run_dir)
@@ -306,7 +306,7 @@ def test_tampered_or_truncated_checkpoint_is_refused(tmp_path: Path) -> None:
 
 
 def test_checkpoint_default_every_round_for_small_models(tmp_path: Path) -> None:
-    from fedsim.run.checkpoint import auto_every
+    from fedsim.runtime.checkpoint import auto_every
     from fedsim.workloads import build_workload
 
     cfg = config(tmp_path, "strategy.name='serverfree-relay'")

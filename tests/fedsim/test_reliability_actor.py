@@ -74,7 +74,7 @@ def test_killed_actor_is_replaced_and_results_unchanged(tmp_path: Path, monkeypa
     """The ServerApp runs in this process: right after round 3's row is written it SIGKILLs one
     client actor and waits until that process is gone, so round 4 is sent to a dead actor on any
     machine, however loaded (no thread racing the run)."""
-    from fedsim.run.recorder import Recorder
+    from fedsim.runtime.recorder import Recorder
 
     killed: list[int] = []
     original = Recorder.log

@@ -46,7 +46,7 @@ class _NormWorkload:
 def test_evaluation_sample_keeps_the_virtual_average_exact() -> None:
     """UE i holds a model whose loss is i. The headline loss is the median over the UEs' models (over
     a seeded sample of them when asked); the virtual average and consensus always use every UE."""
-    from fedsim.run.evaluation import evaluate_population
+    from fedsim.runtime.evaluation import evaluate_population
 
     models = {u: torch.tensor([float(u), 1.0]) for u in range(100)}
     weights = torch.ones(100)

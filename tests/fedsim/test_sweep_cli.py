@@ -25,7 +25,7 @@ from fedsim.cli import app
 from fedsim.config import EXPERIMENTS_DIR, parse_override, read_toml, to_toml_dict
 from fedsim.errors import ConfigError, RunDirError
 from fedsim.results.rundir import load_run
-from fedsim.run import faults
+from fedsim.runtime import faults
 from fedsim.sweep import base_config, expand_sweep, new_sweep_dir, read_index
 
 runner = CliRunner()

@@ -10,7 +10,7 @@ import torch
 
 from fedsim.config import ExperimentConfig, apply_overrides, validate
 from fedsim.results.rundir import load_run
-from fedsim.run.schedule import make_lr
+from fedsim.runtime.schedule import make_lr
 from fedsim.runner import run_experiment
 from fedsim.workloads import build_workload
 

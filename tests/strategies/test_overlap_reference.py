@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from fedsim.config import apply_overrides, validate
-from fedsim.run.schedule import make_lr
+from fedsim.runtime.schedule import make_lr
 from fedsim.runner import run_experiment
 from fedsim.workloads import build_workload
 

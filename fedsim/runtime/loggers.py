@@ -4,7 +4,7 @@ MLflow or Weights & Biases. ``metrics.jsonl`` stays the record; a logger is a vi
 A logger sees each row as ``metrics.jsonl`` stores it (non-finite floats as null), so a run and
 its resumed continuation log the same values. ``on_start`` (re)builds or completes the logger from
 the rows the run already has, which is how a resumed run continues without duplicating a round;
-``close(status)``, called by :func:`fedsim.run.execute.execute` on every exit path, finishes it.
+``close(status)``, called by :func:`fedsim.runtime.execute.execute` on every exit path, finishes it.
 The optional packages are imported on first use: naming a logger costs nothing until a run uses it.
 """
 
@@ -26,9 +26,9 @@ from typing import Any
 from fedsim.config import ExperimentConfig, to_toml_dict
 from fedsim.results.labels import flatten
 from fedsim.results.rundir import atomic_write_text, dumps
-from fedsim.run.hooks import HookBase
-from fedsim.run.loop import RoundLoop, RoundRecord
-from fedsim.run.recorder import Recorder
+from fedsim.runtime.hooks import HookBase
+from fedsim.runtime.loop import RoundLoop, RoundRecord
+from fedsim.runtime.recorder import Recorder
 
 
 def as_recorded(row: dict[str, Any]) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from channels import Channel
 from fedsim.config import ExperimentConfig
 from fedsim.device import run_device
 from fedsim.errors import ConfigError, FedsimError
-from fedsim.run import faults
-from fedsim.run.clock import Clock, communication_time, compute_times
-from fedsim.run.schedule import make_lr
+from fedsim.runtime import faults
+from fedsim.runtime.clock import Clock, communication_time, compute_times
+from fedsim.runtime.schedule import make_lr
 from fedsim.workloads import Workload, build_workload
 from strategies import ServerSetup, Strategy
 from strategies.base import LrFn, NoiseFactor

@@ -9,8 +9,8 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from fedsim.config import ExperimentConfig
-from fedsim.run import faults
-from fedsim.run.messaging import send
+from fedsim.runtime import faults
+from fedsim.runtime.messaging import send
 from strategies.common import Failure
 
 

@@ -29,13 +29,13 @@ from fedsim.engines.ray import check_ray_address, gpus_per_ue, run_ray
 from fedsim.errors import RunDirError, RunInterrupted
 from fedsim.plots import plot_runs
 from fedsim.results.rundir import git_hash, new_run_dir, versions, write_config, write_summary
-from fedsim.run import checkpoint as ck
-from fedsim.run.assemble import Experiment, assemble
-from fedsim.run.hooks import AnalyticsHook, CheckpointHook, DivergenceHook, RecorderHook, StopHook
-from fedsim.run.loggers import close_loggers, make_loggers
-from fedsim.run.loop import Outcome, RoundLoop
-from fedsim.run.recorder import Recorder
-from fedsim.run.resume import prepare_resume
+from fedsim.runtime import checkpoint as ck
+from fedsim.runtime.assemble import Experiment, assemble
+from fedsim.runtime.hooks import AnalyticsHook, CheckpointHook, DivergenceHook, RecorderHook, StopHook
+from fedsim.runtime.loggers import close_loggers, make_loggers
+from fedsim.runtime.loop import Outcome, RoundLoop
+from fedsim.runtime.recorder import Recorder
+from fedsim.runtime.resume import prepare_resume
 from strategies import HeldModels
 
 

@@ -11,7 +11,7 @@ from flwr.app import Array, ArrayRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedsim.errors import FedsimError
-from fedsim.run.checkpoint import TensorBag
+from fedsim.runtime.checkpoint import TensorBag
 from strategies.common import METRICS, PARTITION_ID, array_to_numpy
 
 NODE_DISCOVERY_TIMEOUT_S = 300.0

@@ -10,7 +10,7 @@ from typing import Any
 from fedsim.config import ExperimentConfig, apply_overrides, load_experiment, to_toml_dict, validate
 from fedsim.errors import ConfigError, RunDirError
 from fedsim.results.rundir import atomic_write_text, read_metrics
-from fedsim.run.checkpoint import Checkpoint, load_checkpoint
+from fedsim.runtime.checkpoint import Checkpoint, load_checkpoint
 
 #: Sections a resumed run may change: where and how it runs, never what it computes.
 RESUMABLE_CHANGES = ("engine", "output")

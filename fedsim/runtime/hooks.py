@@ -5,7 +5,7 @@ A hook has ``on_start(loop)``, ``after_round(loop, record)`` (return a status to
 the first one wins, later hooks still see the round) and ``on_end(loop, status)``; a hook with
 state a resumed run needs returns it from ``state_dict(bag)``. :class:`HookBase` gives no-op
 defaults. The order matters: analytics add fields, divergence judges the finished row, the
-recorder writes it, the result loggers (:mod:`fedsim.run.loggers`) mirror it, the checkpoint saves
+recorder writes it, the result loggers (:mod:`fedsim.runtime.loggers`) mirror it, the checkpoint saves
 after them, and Ctrl-C stops last.
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 import torch
 
 from fedsim.analytics.online import OnlineAnalytics
-from fedsim.run import checkpoint as ck
-from fedsim.run import faults
-from fedsim.run.assemble import Experiment
-from fedsim.run.loop import RoundLoop, RoundRecord
-from fedsim.run.recorder import Recorder
+from fedsim.runtime import checkpoint as ck
+from fedsim.runtime import faults
+from fedsim.runtime.assemble import Experiment
+from fedsim.runtime.loop import RoundLoop, RoundRecord
+from fedsim.runtime.recorder import Recorder
 
 
 class HookBase:

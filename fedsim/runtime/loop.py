@@ -4,7 +4,7 @@ Each exchange: the strategy's server side writes the messages (:meth:`configure`
 sends them (fault plan, retries, non-finite policy), the server side turns the replies into a
 :class:`~strategies.RoundResult`, and the loop builds the round's metrics row: what happened
 (participants, failures, faults, channel), the simulated clock, and the metrics of the models
-someone holds. Hooks then enrich, record, checkpoint or stop (see :mod:`fedsim.run.hooks`).
+someone holds. Hooks then enrich, record, checkpoint or stop (see :mod:`fedsim.runtime.hooks`).
 
 A strategy whose UEs keep their own models reports them one exchange later (``lag = 1``): the row
 of round r is completed by exchange r + 1, and a final flush exchange delivers the last estimates.
@@ -20,11 +20,11 @@ from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from channels import ChannelResult
-from fedsim.run import checkpoint as ck
-from fedsim.run.assemble import Experiment
-from fedsim.run.evaluation import evaluate_held
-from fedsim.run.messaging import discover_nodes, restore_ue_states, snapshot_ue_states
-from fedsim.run.transport import Transport, channel_fields, failure_fields, fault_fields
+from fedsim.runtime import checkpoint as ck
+from fedsim.runtime.assemble import Experiment
+from fedsim.runtime.evaluation import evaluate_held
+from fedsim.runtime.messaging import discover_nodes, restore_ue_states, snapshot_ue_states
+from fedsim.runtime.transport import Transport, channel_fields, failure_fields, fault_fields
 from strategies import HeldModels, RoundResult, ServerSide
 
 
@@ -50,7 +50,7 @@ class RoundRecord:
 
 
 class Hook(Protocol):
-    """A cross-cutting concern of the round loop (see :mod:`fedsim.run.hooks`)."""
+    """A cross-cutting concern of the round loop (see :mod:`fedsim.runtime.hooks`)."""
 
     name: str
 
