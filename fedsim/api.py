@@ -17,8 +17,8 @@ from fedsim.config import QUICKSTART, apply_overrides, read_toml, validate
 from fedsim.errors import FedsimError
 from fedsim.results.frame import load
 from fedsim.results.sweepdir import is_sweep_dir
-from fedsim.runtime.resume import resume_config
 from fedsim.runner import run_experiment
+from fedsim.runtime.resume import resume_config
 from fedsim.sweep import base_config, expand_sweep, run_sweep, split_sweep, sweep_to_resume
 
 __all__ = ["load", "resume", "run"]

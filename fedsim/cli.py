@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.console import Console
+from rich.markup import escape
 
 import fedsim
 from fedsim.cli_report import report
@@ -141,8 +141,8 @@ def _run(experiment: Path | None, overrides: list[str], quiet: bool) -> None:
 
 def _resume(path: Path, experiment: Path | None, overrides: list[str], quiet: bool) -> None:
     from fedsim.results.sweepdir import is_sweep_dir
-    from fedsim.runtime.resume import resume_config
     from fedsim.runner import run_experiment
+    from fedsim.runtime.resume import resume_config
 
     if is_sweep_dir(path):
         _resume_sweep(path, experiment, overrides, quiet)

@@ -48,6 +48,7 @@ def retrain_experiment(cfg: ExperimentConfig, workload: Any, arch: dict[str, Any
     wl.pop("total_steps", None)
     data.update(workload=wl, rounds=rounds, name=f"{cfg.name}-retrain"[:80], sweep={})
     data["output"] = {**data.get("output", {}), "dir": str(run_dir)}
+    data["output"].pop("run_name", None)  # a sweep variant's id: retrain folders are NAME-retrain-<stamp>
     return validate(data, f"{run_dir}/config.toml (retraining)")
 
 

@@ -98,11 +98,18 @@ LOGGER_PACKAGES: dict[str, str | None] = {"csv": None, "tensorboard": "tensorboa
                                           "wandb": "wandb"}
 
 
+#: A folder name: no separators, not only dots (the characters of a sweep's variant ids).
+RUN_NAME = r"^[A-Za-z0-9._+=,()-]*[A-Za-z0-9_+=,()-][A-Za-z0-9._+=,()-]*$"
+
+
 class OutputConfig(Section):
     """Where results go. ``metrics.jsonl`` is always written; ``loggers`` mirror its rows into
     other formats (see ``fedsim.runtime.loggers``)."""
 
     dir: str = Field("runs", min_length=1, description="parent folder of run directories and sweep folders")
+    run_name: str | None = Field(None, min_length=1, max_length=200, pattern=RUN_NAME,
+                                 description="folder name of the run directory (suffixed if taken); unset: "
+                                             "NAME-UTC timestamp; a sweep names each variant's folder by its id")
     plot: bool = Field(True, description="write figures/convergence.{png,pdf} when the run ends")
     loggers: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list, description="also log every round to: 'csv' (metrics.csv), 'tensorboard', 'mlflow', "

@@ -9,8 +9,8 @@ from typing import Any
 from channels import ChannelConfig, Dispatch
 
 #: Keys that never tell groups apart: bookkeeping, where and how a run ran, the replicate index.
-IGNORED = {"name", "seed", "output.dir", "output.plot", "output.loggers", "output.mlflow_uri", "engine.name",
-           "engine.ray_address", "engine.num_cpus", "engine.cpus_per_ue", "engine.object_store_mb"}
+IGNORED = {"name", "seed", "output.dir", "output.plot", "output.loggers", "output.mlflow_uri", "output.run_name",
+           "engine.name", "engine.ray_address", "engine.num_cpus", "engine.cpus_per_ue", "engine.object_store_mb"}
 #: Channel parts (fading law, interference model, power control): one value each, "sas(alpha=1.5)".
 PART_KEYS = {f"channel.{n}" for n, f in ChannelConfig.model_fields.items()
              if any(isinstance(m, Dispatch) for m in f.metadata)}

@@ -97,9 +97,10 @@ def stamped_dir(out_dir: str | Path, name: str) -> Path:
     return unique_dir(Path(out_dir) / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
 
 
-def new_run_dir(out_dir: str | Path, name: str) -> Path:
-    """A new run directory ``out_dir/<name>-<UTC timestamp>`` with its subfolders."""
-    path = stamped_dir(out_dir, name)
+def new_run_dir(out_dir: str | Path, name: str, run_name: str | None = None) -> Path:
+    """A new run directory ``out_dir/<run_name>``, or ``out_dir/<name>-<UTC timestamp>`` without
+    one (suffixed if taken), with its subfolders."""
+    path = unique_dir(Path(out_dir) / run_name) if run_name else stamped_dir(out_dir, name)
     (path / "figures").mkdir()
     (path / "checkpoints").mkdir()
     return path

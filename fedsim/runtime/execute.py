@@ -109,7 +109,7 @@ def _open_run_dir(cfg: ExperimentConfig, resume: Path | None) -> tuple[Path, Any
     """(run dir, checkpoint or None, rows kept, summary) of a new run or of the run to resume."""
     if resume is None:
         try:
-            run_dir = new_run_dir(cfg.output.dir, cfg.name)
+            run_dir = new_run_dir(cfg.output.dir, cfg.name, cfg.output.run_name)
         except OSError as exc:
             raise RunDirError(f"cannot create a run directory under output.dir = {cfg.output.dir!r}: "
                               f"{exc.strerror or exc}; choose a writable folder with --out") from None

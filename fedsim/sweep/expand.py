@@ -111,6 +111,7 @@ def expand_sweep(cfg_data: dict[str, Any], overrides: list[str], *,
         try:
             # Same code path as --set, so a variant is reproducible from its assignments.
             vdata = apply_overrides(data, assignments)
+            vdata.setdefault("output", {})["run_name"] = vid  # the variant's folder says what differs
             cfg = validate(vdata, f"{source}: sweep variant {vid}")
         except ConfigError as exc:
             errors.append(str(exc))

@@ -19,8 +19,8 @@ from channels import FADING, Channel, ChannelConfig
 from channels.rng import torch_generator
 from fedsim.config import apply_overrides, validate
 from fedsim.results.rundir import load_run
-from fedsim.runtime.schedule import make_lr
 from fedsim.runner import run_experiment
+from fedsim.runtime.schedule import make_lr
 from fedsim.workloads import WORKLOADS
 from strategies import STRATEGIES
 

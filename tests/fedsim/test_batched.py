@@ -13,9 +13,9 @@ from fedsim.apps.client import PREFETCHED, _prefetched
 from fedsim.config import apply_overrides, validate
 from fedsim.errors import ConfigError
 from fedsim.results.rundir import load_run
+from fedsim.runner import run_experiment
 from fedsim.runtime.execute import preflight
 from fedsim.runtime.schedule import make_lr
-from fedsim.runner import run_experiment
 from fedsim.workloads import build_workload, parse_workload_config
 from fedsim.workloads.base import Workload
 from strategies.common import to_record

@@ -29,8 +29,8 @@ from fedsim.config.experiment import LOGGER_PACKAGES
 from fedsim.errors import RunInterrupted
 from fedsim.results.labels import flatten
 from fedsim.results.rundir import read_metrics
-from fedsim.runtime.loggers import LOGGERS
 from fedsim.runner import run_experiment
+from fedsim.runtime.loggers import LOGGERS
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ["engine.name='inline'", "output.plot=false", "sweep={}", "name='loggers'",

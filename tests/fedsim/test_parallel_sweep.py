@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from fedsim.results.rundir import load_run
+from fedsim.runner import run_experiment
 from fedsim.runtime.checkpoint import load_checkpoint
 from fedsim.runtime.recorder import Recorder
-from fedsim.runner import run_experiment
 from fedsim.sweep import base_config, expand_sweep, read_index, run_sweep
 
 pytest.importorskip("ray")

@@ -17,8 +17,8 @@ import pytest
 
 from fedsim.config import apply_overrides, validate
 from fedsim.results.rundir import load_run
-from fedsim.runtime.checkpoint import load_checkpoint
 from fedsim.runner import run_experiment
+from fedsim.runtime.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMING_KEYS = {"wall_s", "analytics_ms"}  # wall-clock measurements differ between any two runs

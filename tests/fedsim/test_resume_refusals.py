@@ -19,10 +19,10 @@ from fedsim.cli import app
 from fedsim.config import apply_overrides, load_experiment, to_toml_dict, validate
 from fedsim.errors import ConfigError
 from fedsim.results.rundir import load_run
+from fedsim.runner import run_experiment
 from fedsim.runtime.checkpoint import load_checkpoint
 from fedsim.runtime.recorder import Recorder
 from fedsim.runtime.resume import RESUMABLE_CHANGES, resume_config
-from fedsim.runner import run_experiment
 
 runner = CliRunner()
 BASE = ["engine.name='inline'", "output.plot=false", "sweep={}",

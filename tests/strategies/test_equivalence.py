@@ -10,8 +10,8 @@ import torch
 
 from fedsim.config import ExperimentConfig, apply_overrides, validate
 from fedsim.results.rundir import load_run
-from fedsim.runtime.schedule import make_lr
 from fedsim.runner import run_experiment
+from fedsim.runtime.schedule import make_lr
 from fedsim.workloads import build_workload
 
 BASE = [

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from fedsim.config import apply_overrides, validate
-from fedsim.runtime.schedule import make_lr
 from fedsim.runner import run_experiment
+from fedsim.runtime.schedule import make_lr
 from fedsim.workloads import build_workload
 
 N, ROUNDS = 4, 6
