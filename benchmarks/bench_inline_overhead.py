@@ -26,9 +26,9 @@ from typing import Any
 import torch
 
 from fedsim.config import ExperimentConfig, validate
+from fedsim.runner import run_experiment
 from fedsim.runtime.recorder import Recorder
 from fedsim.runtime.schedule import make_lr
-from fedsim.runner import run_experiment
 from fedsim.workloads import build_workload
 
 
