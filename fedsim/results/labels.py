@@ -42,14 +42,26 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def differing_keys(flats: Sequence[dict[str, Any]]) -> list[str]:
     """Keys whose values differ between the flattened configs. A key that only some runs have,
-    with one value wherever it is present, is left out: it belongs to a choice another key already
-    shows (``strategy.mode`` exists only for server-free strategies)."""
-    out = []
-    for k in sorted({k for f in flats for k in f} - IGNORED):
-        present = [repr(f[k]) for f in flats if k in f]
-        if len(set(present)) > 1 or (len(present) == len(flats) and len({repr(f.get(k)) for f in flats}) > 1):
-            out.append(k)
-    return out
+    with one value wherever it is present, differs only where another difference does not already
+    explain it: ``strategy.mode`` exists only for server-free strategies (``strategy.name`` shows
+    it), but ``channel.interference_mode = "common"`` set in some relay runs and left unset in
+    others separates runs that nothing else tells apart."""
+    keys = sorted({k for f in flats for k in f} - IGNORED)
+    full = [k for k in keys if _varies(flats, k)]
+    partial = [k for k in keys if k not in full and any(k not in f for f in flats)]
+    return sorted(full + [k for k in partial if not _explained(flats, k, full)])
+
+
+def _varies(flats: Sequence[dict[str, Any]], key: str) -> bool:
+    return len({repr(f[key]) for f in flats if key in f}) > 1
+
+
+def _explained(flats: Sequence[dict[str, Any]], key: str, others: Sequence[str]) -> bool:
+    """Whether the runs that share every other differing value agree on having ``key``."""
+    having: dict[tuple[str, ...], set[bool]] = {}
+    for f in flats:
+        having.setdefault(tuple(repr(f.get(k)) for k in others), set()).add(key in f)
+    return all(len(v) == 1 for v in having.values())
 
 
 def short_key(key: str, keys: Sequence[str]) -> str:

@@ -31,3 +31,14 @@ def test_a_key_present_everywhere_or_with_two_values_differs() -> None:
     flats = [{"strategy.mode": "reset"}, {"strategy.mode": "accumulate"}, {}]
     assert differing_keys(flats) == ["strategy.mode"]
     assert differing_keys([{"a": 1}, {"a": 2}]) == ["a"] and differing_keys([{"a": 1}, {"a": 1}]) == []
+
+
+def test_a_key_set_in_some_runs_only_differs_when_nothing_else_explains_it() -> None:
+    """Two relay runs, one with interference_mode = common and one with the key unset: without the
+    key they would be merged into one group; with strategies that differ, a strategy-only key is
+    still left out."""
+    relay = {"strategy.name": "serverfree-relay"}
+    assert differing_keys([{**relay, "channel.interference_mode": "common"}, dict(relay)]) == [
+        "channel.interference_mode"]
+    flats = [{"strategy.name": "serverfree-relay", "strategy.mode": "reset"}, {"strategy.name": "server-ota"}]
+    assert differing_keys(flats) == ["strategy.name"]
