@@ -136,3 +136,41 @@ def test_matched_filter_equals_the_real_part_of_h_times_p(fading: dict, control:
     by_hand = (h * p).real @ u / (int(active.sum()) * math.sqrt(res.rho) * mu)
     torch.testing.assert_close(res.estimate - res.noise, by_hand, rtol=1e-10, atol=1e-12)
     assert res.n_active == int(active.sum())
+
+
+def test_slotted_d2d_with_csi_error_and_unequal_weights_by_hand() -> None:
+    """Inversion on estimated links ĥ (CSI error 0.2), truncation at 0.6, weights q unequal: slot m
+    decodes Σ_k w_km·Re(h_km ĥ_km*)/|ĥ_km|²·v_k over its participants (own vector with gain 1, weights
+    q renormalised over the slot), and its noise scale is c/(N_m·√ρ_m) with N_m the slot's
+    participants and ρ_m = P / max_k ‖v_k‖²/|ĥ_km|² (rule 'full')."""
+    n, d, power, c = 6, 5, 2.0, 0.3
+    ch = Channel(ChannelConfig(fading="rayleigh", csi_error=0.2, h_th=0.6, power=power, interference="gaussian",
+                               scale=c), "d2d")
+    v = payload(n, d, 1.0, seed=5)
+    q = torch.linspace(1.0, 3.0, n, dtype=torch.float64)
+    res = ch.transmit(v, q, seed=6, round=3)
+    h, h_est = draw_links(ch, (n, n), 6, 3, torch.float64)
+    assert h_est is not None
+    rows, scales = [], []
+    for m in range(n):
+        senders = [k for k in range(n) if k != m and float(h_est[k, m].abs()) >= 0.6]
+        members = [m, *senders]
+        w = q[members] / q[members].sum()
+        gain = [1.0] + [float((h[k, m] * h_est[k, m].conj()).real / h_est[k, m].abs().square()) for k in senders]
+        rows.append(sum(wi * gi * v[k] for wi, gi, k in zip(w, gain, members, strict=True)))
+        need = [float(v[k].square().sum() * (len(members) * w[i + 1]) ** 2 / h_est[k, m].abs().square())
+                for i, k in enumerate(senders)]
+        rho = power / max(need) if need else power
+        scales.append(c / (len(members) * math.sqrt(rho)))
+    sizes = {len([k for k in range(n) if k != m and float(h_est[k, m].abs()) >= 0.6]) for m in range(n)}
+    assert len(sizes) > 1  # the slots differ in size: a per-slot count on the wrong axis would show
+    torch.testing.assert_close(res.estimate - res.noise_per_ue, torch.stack(rows), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(torch.as_tensor(res.noise_scale_per_ue), torch.tensor(scales, dtype=torch.float64),
+                               rtol=1e-10, atol=0)
+    # Under 'full' N_m cancels from the scale (ρ_m absorbs it); a constant ρ = P shows it directly.
+    fixed = Channel(ChannelConfig(fading="rayleigh", csi_error=0.2, h_th=0.6, power=power, interference="gaussian",
+                                  scale=c, rho="fixed-unbounded"), "d2d").transmit(v, q, seed=6, round=3)
+    members = [1 + sum(float(h_est[k, m].abs()) >= 0.6 for k in range(n) if k != m) for m in range(n)]
+    torch.testing.assert_close(torch.as_tensor(fixed.noise_scale_per_ue),
+                               torch.tensor([c / (nm * math.sqrt(power)) for nm in members], dtype=torch.float64),
+                               rtol=1e-12, atol=0)
