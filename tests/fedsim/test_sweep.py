@@ -91,9 +91,11 @@ def test_expansion_order_ids_assignments_and_seeds() -> None:
     assert all(v.config.sweep == {} for v in variants)
     # untouched settings come from the base
     assert {v.config.rounds for v in variants} == {3}
-    # assignments are --set overrides that reproduce the variant exactly
+    # assignments are --set overrides that reproduce the variant exactly; only its folder name
+    # (output.run_name, the variant id) is added by the sweep
     for v in variants:
-        assert validate(apply_overrides(SMALL, v.assignments)) == v.config
+        assert v.config.output.run_name == v.id
+        assert validate(apply_overrides(SMALL, [*v.assignments, f"output.run_name={v.id!r}"])) == v.config
 
 
 def test_set_overrides_apply_before_expansion_and_can_add_sweep_keys() -> None:
