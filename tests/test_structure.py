@@ -148,7 +148,11 @@ def tracked_text_files() -> list[Path]:
 
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs a git checkout")
 def test_nothing_points_outside_the_repository_or_at_issue_numbers() -> None:
-    outside = re.compile(r"\.\./shared|shared/reference|ota-fl-model\.md|flower-ray-notes\.md")
+    # The source documents the project was built from live outside the repository; their names
+    # are assembled from pieces so that this guard does not itself name them.
+    folder = "sha" + "red"
+    foreign = ("../" + folder, folder + "/reference", "ota-fl-" + "model.md", "flower-ray-" + "notes.md")
+    outside = re.compile("|".join(re.escape(name) for name in foreign))
     issue = re.compile(r"\bissues? #?\d+\b|\(issue\b", re.IGNORECASE)
     bad = [f"{f.relative_to(ROOT)}:{i}" for f in tracked_text_files()
            for i, line in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
