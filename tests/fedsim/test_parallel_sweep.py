@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from interrupt import interrupted_run
 
 from fedsim.results.rundir import load_run
-from fedsim.runner import run_experiment
 from fedsim.runtime.checkpoint import load_checkpoint
-from fedsim.runtime.recorder import Recorder
 from fedsim.sweep import base_config, expand_sweep, read_index, run_sweep
 
 pytest.importorskip("ray")
@@ -74,28 +73,12 @@ def test_parallel_sweep_equals_serial(parallel_sweep: Path, tmp_path: Path) -> N
     assert par[index["variants"][0]["id"]] != par[index["variants"][1]["id"]]  # seeds matter
 
 
-class _Stop(KeyboardInterrupt):
-    """Ctrl-C at a chosen row."""
-
-
 def _stopped_run(cfg: Any, out: Path, after_rows: int) -> Path:
     """``cfg`` run inline in this process and stopped as Ctrl-C would once ``after_rows`` rows are
     written: its run directory."""
     cfg = cfg.model_copy(deep=True)
     cfg.engine.name, cfg.output.dir = "inline", str(out)
-    original = Recorder.log
-
-    def log(self: Recorder, row: dict[str, Any]) -> None:
-        original(self, row)
-        if len(self.rows) >= after_rows:
-            raise _Stop()
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Recorder, "log", log)
-        with pytest.raises(_Stop):
-            run_experiment(cfg, quiet=True)
-    (run_dir,) = out.iterdir()
-    return run_dir
+    return interrupted_run(cfg, after_rows)
 
 
 def test_killed_parallel_sweep_resumes_only_unfinished(parallel_sweep: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from interrupt import interrupted_run
 
 from fedsim.config import apply_overrides, validate
 from fedsim.results.rundir import load_run
@@ -210,27 +211,6 @@ def test_sigkill_on_ray_and_resume_inline_identical(tmp_path: Path) -> None:
     assert (summary["status"], summary["engine"], summary["resumed_from_round"]) == ("completed", "inline", 13)
 
 
-class Interrupt(KeyboardInterrupt):
-    """Ctrl-C at a chosen round (raised from inside the ServerApp)."""
-
-
-def _interrupted_run(monkeypatch: pytest.MonkeyPatch, cfg, after_rows: int) -> Path:
-    from fedsim.runtime.recorder import Recorder
-
-    original = Recorder.log
-
-    def log(self, row):
-        original(self, row)
-        if len(self.rows) >= after_rows:
-            raise Interrupt()
-
-    monkeypatch.setattr(Recorder, "log", log)
-    with pytest.raises(Interrupt):
-        run_experiment(cfg, quiet=True)
-    monkeypatch.setattr(Recorder, "log", original)
-    return only_run_dir(Path(cfg.output.dir))
-
-
 RESUME_CASES = {
     "server-ota-sas": ["strategy.name='server-ota'", *NOISY[:3], "train.local_steps=2"],
     "digital-partial": ["strategy.fraction=0.5", "channel.quant_bits=8"],
@@ -262,13 +242,13 @@ CRASHES = [
 
 
 @pytest.mark.parametrize(("case", "after_rows", "checkpoint_round", "metrics_lines"), CRASHES)
-def test_crash_and_resume_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, after_rows: int,
+def test_crash_and_resume_identical(tmp_path: Path, case: str, after_rows: int,
                                     checkpoint_round: int, metrics_lines: int) -> None:
     """In-process crash at a fixed row, then resume: identical metrics, every strategy family."""
     extra = ("rounds=12", *RESUME_CASES[case])
     ref = reference(tmp_path, *extra)
     cfg = config(tmp_path / "crash", *extra)
-    run_dir = _interrupted_run(monkeypatch, cfg, after_rows)
+    run_dir = interrupted_run(cfg, after_rows)
     interrupted = json.loads((run_dir / "summary.json").read_text())
     assert interrupted["status"] == "interrupted" and "Interrupt" in interrupted["error"]
     ckpt = load_checkpoint(run_dir)

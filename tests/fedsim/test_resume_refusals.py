@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import tomli_w
+from interrupt import interrupted_run
 from typer.testing import CliRunner
 
 from fedsim.cli import app
@@ -21,7 +22,6 @@ from fedsim.errors import ConfigError
 from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
 from fedsim.runtime.checkpoint import load_checkpoint
-from fedsim.runtime.recorder import Recorder
 from fedsim.runtime.resume import RESUMABLE_CHANGES, resume_config
 
 runner = CliRunner()
@@ -38,28 +38,6 @@ def config(out: Path, *overrides: str):
 
 def strip(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
-
-
-class Interrupt(KeyboardInterrupt):
-    """Ctrl-C at a chosen row (raised from inside the ServerApp)."""
-
-
-def interrupted_run(cfg, after_rows: int) -> Path:
-    """Run ``cfg`` in this process until ``after_rows`` rows are written, then stop it as Ctrl-C
-    would; its run directory."""
-    original = Recorder.log
-
-    def log(self, row):
-        original(self, row)
-        if len(self.rows) >= after_rows:
-            raise Interrupt()
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Recorder, "log", log)
-        with pytest.raises(Interrupt):
-            run_experiment(cfg, quiet=True)
-    (run_dir,) = [p for p in Path(cfg.output.dir).iterdir() if p.is_dir()]
-    return run_dir
 
 
 @pytest.fixture(scope="module")
