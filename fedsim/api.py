@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedsim.config import QUICKSTART, apply_overrides, read_toml, validate
+from fedsim.config import QUICKSTART, apply_overrides, read_toml, shorthand_overrides, validate
 from fedsim.errors import FedsimError
 from fedsim.results.frame import load
 from fedsim.results.sweepdir import is_sweep_dir
@@ -45,7 +45,7 @@ def run(experiment: Experiment = None, overrides: Sequence[str] = (), *, engine:
         ConfigError: bad input (nothing written). RunInterrupted: Ctrl-C during a sweep.
     """
     data, source = _read(experiment)
-    items = [*overrides, *_shorthands(engine, out, ray_address)]
+    items = [*overrides, *shorthand_overrides(engine, out, ray_address)]
     if not split_sweep(data, items)[1]:
         return run_experiment(validate(apply_overrides(data, items), source), quiet=quiet)
     base = base_config(data, items, source=source)
@@ -57,7 +57,7 @@ def resume(folder: str | Path, overrides: Sequence[str] = (), *, engine: str | N
     """Continue a killed run (from its last checkpoint) or sweep (its unfinished variants), as
     ``fedsim run --resume``; only ``[engine]`` and ``[output]`` may differ. Returns ``folder``."""
     folder = Path(folder)
-    items = [*overrides, *_shorthands(engine, None, None)]
+    items = [*overrides, *shorthand_overrides(engine)]
     if is_sweep_dir(folder):
         variants, base = sweep_to_resume(folder, None, items)
         return run_sweep(variants, base, quiet=quiet, resume=folder)
@@ -73,17 +73,6 @@ def _read(experiment: Experiment) -> tuple[dict[str, Any], str]:
         return dict(experiment), "experiment"
     source = str(experiment if experiment is not None else QUICKSTART)
     return read_toml(source), source
-
-
-def _shorthands(engine: str | None, out: str | Path | None, ray_address: str | None) -> list[str]:
-    items = []
-    if engine is not None:
-        items.append(f"engine.name={engine!r}")
-    if out is not None:
-        items.append(f"output.dir={str(out)!r}")
-    if ray_address is not None:
-        items.append(f"engine.ray_address={ray_address!r}")
-    return items
 
 
 load = load  # re-exported: fedsim.api.load is fedsim.results.frame.load

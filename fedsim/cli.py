@@ -115,14 +115,9 @@ def run(
 
 def _cli_overrides(set_: list[str] | None, engine: str | None, ray_address: str | None, out: Path | None) -> list[str]:
     """``--set`` items plus the options that are shorthands for keys."""
-    overrides = list(set_ or [])
-    if engine is not None:
-        overrides.append(f"engine.name={engine}")
-    if ray_address is not None:
-        overrides.append(f"engine.ray_address={ray_address}")
-    if out is not None:
-        overrides.append(f"output.dir={str(out)!r}")
-    return overrides
+    from fedsim.config import shorthand_overrides
+
+    return [*(set_ or []), *shorthand_overrides(engine, out, ray_address)]
 
 
 def _run(experiment: Path | None, overrides: list[str], quiet: bool) -> None:

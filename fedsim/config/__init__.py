@@ -23,6 +23,7 @@ from fedsim.config.loading import (
     parse_override,
     read_toml,
     resolve_experiment_path,
+    shorthand_overrides,
     to_toml_dict,
     validate,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "parse_override",
     "read_toml",
     "resolve_experiment_path",
+    "shorthand_overrides",
     "to_toml_dict",
     "validate",
 ]

@@ -73,6 +73,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def shorthand_overrides(engine: str | None = None, out: str | Path | None = None,
+                        ray_address: str | None = None) -> list[str]:
+    """``--set`` items for the options that are shorthands for keys (``--engine``, ``--out``,
+    ``--ray-address``, and the same keyword arguments of ``fedsim.run``)."""
+    items = []
+    if engine is not None:
+        items.append(f"engine.name={engine!r}")
+    if ray_address is not None:
+        items.append(f"engine.ray_address={ray_address!r}")
+    if out is not None:
+        items.append(f"output.dir={str(out)!r}")
+    return items
+
+
 def resolve_experiment_path(path: str | Path) -> Path:
     """``path`` itself, or the shipped experiment of that name (``heavy_tail`` or
     ``heavy_tail.toml``) when no such file exists here."""
