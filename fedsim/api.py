@@ -53,17 +53,19 @@ def run(experiment: Experiment = None, overrides: Sequence[str] = (), *, engine:
 
 
 def resume(folder: str | Path, overrides: Sequence[str] = (), *, engine: str | None = None,
-           quiet: bool = True) -> Path:
+           experiment: str | Path | None = None, quiet: bool = True) -> Path:
     """Continue a killed run (from its last checkpoint) or sweep (its unfinished variants), as
-    ``fedsim run --resume``; only ``[engine]`` and ``[output]`` may differ. Returns ``folder``."""
+    ``fedsim run --resume``; only ``[engine]`` and ``[output]`` may differ, also from
+    ``experiment`` when it is given. Returns ``folder``."""
     folder = Path(folder)
     items = [*overrides, *shorthand_overrides(engine)]
+    source = None if experiment is None else Path(experiment)
     if is_sweep_dir(folder):
-        variants, base = sweep_to_resume(folder, None, items)
+        variants, base = sweep_to_resume(folder, source, items)
         return run_sweep(variants, base, quiet=quiet, resume=folder)
-    cfg = resume_config(folder, None, items)
+    cfg = resume_config(folder, source, items)
     if cfg.sweep:
-        raise FedsimError(f"{folder}: this run belongs to a sweep; resume its sweep folder")
+        raise FedsimError(f"--resume {folder}: this is a sweep; resume sweeps through their sweep folder")
     run_experiment(cfg, quiet=quiet, resume=folder)
     return folder
 

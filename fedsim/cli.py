@@ -135,33 +135,17 @@ def _run(experiment: Path | None, overrides: list[str], quiet: bool) -> None:
 
 
 def _resume(path: Path, experiment: Path | None, overrides: list[str], quiet: bool) -> None:
+    from fedsim.api import resume
     from fedsim.results.sweepdir import is_sweep_dir
-    from fedsim.runner import run_experiment
-    from fedsim.runtime.resume import resume_config
 
+    try:
+        resume(path, overrides, experiment=experiment, quiet=quiet)
+    except FedsimError as exc:
+        _fail(exc)
     if is_sweep_dir(path):
-        _resume_sweep(path, experiment, overrides, quiet)
-        return
-    try:
-        cfg = resume_config(path, experiment, overrides)
-        if cfg.sweep:
-            raise FedsimError(f"--resume {path}: this is a sweep; resume sweeps through their sweep folder")
-        run_experiment(cfg, quiet=quiet, resume=path)
-    except FedsimError as exc:
-        _fail(exc)
-    _report(path)
-
-
-def _resume_sweep(sweep_dir: Path, experiment: Path | None, overrides: list[str], quiet: bool) -> None:
-    from fedsim.sweep import run_sweep
-    from fedsim.sweep.resume import sweep_to_resume
-
-    try:
-        variants, base = sweep_to_resume(sweep_dir, experiment, overrides)
-        run_sweep(variants, base, quiet=quiet, resume=sweep_dir)
-    except FedsimError as exc:
-        _fail(exc)
-    _sweep_report(sweep_dir)
+        _sweep_report(path)
+    else:
+        _report(path)
 
 
 def _report(run_dir: Path) -> None:
