@@ -78,6 +78,12 @@ class Receiver:
             ignored |= {"scale", "dispersion", "gsnr_db"}
         if c.power_control.name != "inversion" and c.rho != "norm":
             ignored.add("h_th")
+        if c.power_control.name == "none":  # transmits blind: no use for the channel estimate
+            ignored.add("csi_error")
+        if c.fading.name == "none" and c.csi_error == 0:  # every |h| = |ĥ| = 1: the laws coincide
+            ignored.add("power_control")
+            if c.h_th <= 1 and c.rho != "norm":  # and nobody is truncated
+                ignored.add("h_th")
         if c.rho_growth == "none" and c.rho in ("full", "norm", "cotaf"):
             ignored.add("rho_growth")
         return ignored

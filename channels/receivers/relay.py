@@ -30,6 +30,8 @@ class RelayReceiver(Receiver):
 
     def ignored(self) -> set[str]:
         ignored = super().ignored() - {"interference_mode", "downlink_scale", "downlink_h_th"}
+        if self.config.interference.name == "none":  # no noise to split between the links
+            ignored |= {"interference_mode", "downlink_scale"}
         if self.noise_mode() == "common":
             ignored |= {"downlink_scale", "downlink_h_th"}
         elif self.config.fading.name == "none":
