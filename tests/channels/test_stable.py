@@ -128,3 +128,16 @@ def test_isotropic_marginals_match_scalar(alpha: float) -> None:
 def test_isotropic_alpha2_is_gaussian() -> None:
     x = sample_sas_isotropic((100_000, 3), 2.0, 1.0, generator=_gen(11), dtype=torch.float64)
     assert abs(float(x.var()) / 2.0 - 1.0) < 0.02
+
+
+def test_positive_stable_edge_cases() -> None:
+    """α = 1 is the constant ``scale`` (the limit the isotropic sampler uses at α = 2); α > 1 has
+    no totally skewed positive law and is refused; the default scale is 1 (the standard law of
+    the Laplace transform exp(-s^α) times cos(πα/2)^{-1/α})."""
+    ones = sample_positive_stable((1000,), 1.0, 2.5, generator=_gen(3), dtype=torch.float64)
+    assert bool((ones == 2.5).all())
+    with pytest.raises(ValueError, match="alpha"):
+        sample_positive_stable((3,), 1.2, generator=_gen())
+    default = sample_positive_stable((50,), 0.6, generator=_gen(4), dtype=torch.float64)
+    unit = sample_positive_stable((50,), 0.6, 1.0, generator=_gen(4), dtype=torch.float64)
+    assert torch.equal(default, unit)

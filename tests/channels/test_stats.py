@@ -105,3 +105,16 @@ def test_interference_scale_conversions() -> None:
         interference_scale(1.5, scale=1.0, gsnr_db=3.0)
     with pytest.raises(ValueError):
         interference_scale(1.5)
+
+
+@pytest.mark.parametrize("k", [0.0, 0.5, 3.0, 40.0])
+def test_rician_mean_abs_against_scipy_rice(k: float) -> None:
+    """E|h| of unit-power Rician fading is the mean of a Rice law with ν² = K/(K+1) and
+    2σ² = 1/(K+1) (K = 0: Rayleigh, √π/2); a negative K is refused."""
+    from channels.stats import rician_mean_abs
+
+    sigma = math.sqrt(1 / (2 * (k + 1)))
+    ref = stats.rice(b=math.sqrt(k / (k + 1)) / sigma, scale=sigma).mean()
+    assert rician_mean_abs(k) == pytest.approx(ref, rel=1e-10)
+    with pytest.raises(ValueError, match="K"):
+        rician_mean_abs(-0.1)
