@@ -174,3 +174,30 @@ def test_slotted_d2d_with_csi_error_and_unequal_weights_by_hand() -> None:
     torch.testing.assert_close(torch.as_tensor(fixed.noise_scale_per_ue),
                                torch.tensor([c / (nm * math.sqrt(power)) for nm in members], dtype=torch.float64),
                                rtol=1e-12, atol=0)
+
+
+def test_idealised_d2d_broadcast_by_hand() -> None:
+    """One slot, phase-only on every link at once: row m is Σ_n w_n a_nm v_n with a_mm = 1 and
+    a_nm = Re(h_nm ĥ_nm*)/(|ĥ_nm| μ), μ = E|h| (scipy's Rice mean); UE m's own noise has scale
+    c/(N √ρ μ) with ρ = P / max_n ‖N w_n v_n‖² (rule 'full': every transmitter's single gain is 1);
+    nobody drops out."""
+    n, d, power, c, k = 5, 4, 1.7, 0.25, 2.0
+    ch = Channel(ChannelConfig(fading={"name": "rician", "k": k}, power_control="phase", csi_error=0.1,
+                               power=power, interference="gaussian", scale=c), "d2d-ideal")
+    v = payload(n, d, 1.0, seed=8)
+    q = torch.linspace(1.0, 2.0, n, dtype=torch.float64)
+    res = ch.transmit(v, q, seed=3, round=5)
+    h, h_est = draw_links(ch, (n, n), 3, 5, torch.float64)
+    assert h_est is not None
+    mu = rician_mean_abs(k)
+    a = (h * h_est.conj()).real / (h_est.abs() * mu)
+    a.fill_diagonal_(1.0)
+    w = q / q.sum()
+    rows = [sum(w[i] * a[i, m] * v[i] for i in range(n)) for m in range(n)]
+    rho = power / max(float((n * w[i] * v[i]).square().sum()) for i in range(n))
+    assert res.dropouts == 0 and bool(res.active.all()) and res.n_active == n
+    assert res.rho == pytest.approx(rho, rel=1e-12)
+    torch.testing.assert_close(res.estimate - res.noise_per_ue, torch.stack(rows), rtol=1e-10, atol=1e-12)
+    scale = torch.as_tensor(res.noise_scale_per_ue, dtype=torch.float64)
+    torch.testing.assert_close(scale, torch.full_like(scale, c / (n * math.sqrt(rho) * mu)), rtol=1e-10, atol=0)
+    assert res.noise_common is None or not bool(res.noise_common.abs().sum())  # no common term
