@@ -201,3 +201,18 @@ def test_idealised_d2d_broadcast_by_hand() -> None:
     scale = torch.as_tensor(res.noise_scale_per_ue, dtype=torch.float64)
     torch.testing.assert_close(scale, torch.full_like(scale, c / (n * math.sqrt(rho) * mu)), rtol=1e-10, atol=0)
     assert res.noise_common is None or not bool(res.noise_common.abs().sum())  # no common term
+
+
+@pytest.mark.parametrize("k", [0.5, 4.0])
+def test_no_power_control_decodes_with_the_mean_real_gain(k: float) -> None:
+    """power_control='none' sends √ρ·u_n blind; the receiver divides Re(Σ h_n √ρ u_n) by N √ρ μ with
+    μ = E[Re h] = √(K/(K+1)) for unit-power Rician fading (the line-of-sight amplitude)."""
+    n, d = 8, 5
+    ch = Channel(ChannelConfig(fading={"name": "rician", "k": k}, power_control="none", power=2.0), "server")
+    v = payload(n, d, 1.0, seed=4)
+    res = ch.transmit(v, seed=9, round=1)
+    h, _ = draw_links(ch, (n,), 9, 1, torch.float64)
+    by_hand = h.real @ v / (n * math.sqrt(k / (k + 1)))
+    torch.testing.assert_close(res.estimate, by_hand, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="Rayleigh"):
+        Channel(ChannelConfig(fading="rayleigh", power_control="none"), "server")
