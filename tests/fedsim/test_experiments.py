@@ -44,6 +44,8 @@ TINY: dict[str, list[str]] = {
     "nas_tabnas": ["rounds=2", "sweep={}", "train.local_steps=2", "workload.num_ues=3", "workload.retrain_rounds=1"],
     "nas_tabnas_large": ["rounds=2", "sweep={}", "train.local_steps=2", "workload.num_ues=3",
                          "workload.retrain_rounds=1"],
+    "graph_hgpsl": ["rounds=1", "sweep={}", "eval_every=1", "train.local_steps=1", "workload.num_ues=3",
+                    "workload.hidden=8"],
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")
