@@ -279,10 +279,12 @@ def _ce_many(
     acc = torch.empty(m_all, dtype=_DT, device=ws.device) if with_accuracy else None
     per_chunk = max(1, _CHUNK_LOGITS // max(1, r * NUM_CLASSES))
     for s in range(0, m_all, per_chunk):
-        logits = torch.einsum("rd,mdc->mrc", x, wm[s : s + per_chunk])
-        lse[s : s + per_chunk] = torch.logsumexp(logits, -1).mean(1)
+        chunk = wm[s : s + per_chunk]
+        # one [R, 61] @ [61, m*10] GEMM: about twice as fast as the batched einsum over models
+        logits = (x @ chunk.permute(1, 0, 2).reshape(x.shape[1], -1)).view(r, len(chunk), NUM_CLASSES)
+        lse[s : s + per_chunk] = torch.logsumexp(logits, -1).mean(0)
         if acc is not None:
-            acc[s : s + per_chunk] = (logits.argmax(-1) == y).to(_DT).mean(1)
+            acc[s : s + per_chunk] = (logits.argmax(-1) == y.unsqueeze(1)).to(_DT).mean(0)
     return lse - picked, acc
 
 

@@ -215,6 +215,9 @@ def test_logreg_batched_paths_match_loops(logreg):
         assert one.keys() == m.keys() == {"loss", "accuracy", "train_loss", "gap", "dist"}
         for k in one:
             assert m[k] == pytest.approx(one[k], rel=1e-12, abs=1e-14)
+        logits = logreg.x_test @ w.view(NUM_FEATURES + 1, -1)  # independent: plain torch on the test split
+        assert m["loss"] == pytest.approx(float(F.cross_entropy(logits, logreg.y_test)), rel=1e-12)
+        assert m["accuracy"] == pytest.approx(float((logits.argmax(1) == logreg.y_test).double().mean()), abs=1e-15)
 
 
 def test_logreg_determinism():
