@@ -1,0 +1,165 @@
+"""Population-scale cost: fedsim against a plain per-UE torch loop doing the same maths.
+
+Run: ``python benchmarks/bench_population.py`` (1,000 UEs x 100 rounds: a few minutes on 2 cores);
+``--grid`` adds ``grid_240`` against the loop cost of its UE-rounds and a scaled plain-Flower
+sample; ``--device cuda`` runs both sides on a GPU.
+
+The **reference** is the physical floor on this machine: one thread, float64, for every round a
+full-batch ``synthetic-logreg`` gradient per UE (``Workload.stochastic_grad``), the superposition
+sum_n q_n g_n, one common and one per-UE Gaussian noise vector, every UE's own-model update, and the
+training loss of the average model. fedsim runs ``serverfree-relay`` on the same workload (inline
+engine, per-round metrics of the UE-held models with their default sub-sample, no checkpoints),
+which is the same work plus its engine, its channel model and its analytics. Each line prints both
+times side by side, their ratio and the target; the machine's load average is printed first,
+because other work on the same cores inflates both sides, and not equally.
+
+fedsim's time is split into its set-up (data, the optimum w*, the theory constants: once per run)
+and its rounds (timed from the first round's metrics row to the last), so that a ratio over rounds
+compares like with like; the end-to-end figure is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the Flower peer, when run as a script
+
+from fedsim.config import ExperimentConfig, validate  # noqa: E402
+from fedsim.runner import run_experiment  # noqa: E402
+from fedsim.runtime.recorder import Recorder  # noqa: E402
+from fedsim.workloads import build_workload  # noqa: E402
+from fedsim.workloads.synthetic import _ce_many  # noqa: E402
+
+GRID_UE_ROUNDS = 240 * 20 * 100  # grid_240: 240 runs of 20 UEs x 100 rounds
+
+
+def relay_config(ues: int, rounds: int, device: str, eval_every: int = 1) -> ExperimentConfig:
+    return validate({
+        "name": "bench-population", "rounds": rounds, "seed": 0, "eval_every": eval_every,
+        "workload": {"name": "synthetic-logreg", "num_ues": ues, "batch_size": 0},
+        "train": {"local_steps": 1, "lr": {"eta": 0.3}},
+        "strategy": {"name": "serverfree-relay"},
+        "channel": {"gsnr_db": 30.0},
+        "engine": {"name": "inline", "device": device},
+        "checkpoint": {"every": 0},
+        "output": {"dir": tempfile.mkdtemp(prefix="fsp"), "plot": False},
+    })
+
+
+def plain_loop(cfg: ExperimentConfig, sigma: float = 1e-3) -> float:
+    """Seconds per round of the reference loop (see the module docstring)."""
+    wl = build_workload(cfg.workload, cfg.seed, cfg.engine.device)
+    n, eta = wl.num_ues, cfg.train.lr.eta
+    q = wl.ue_weights().to(wl.dtype).to(wl.device).tolist()
+    gen = torch.Generator(device=wl.device).manual_seed(0)
+    models = [wl.init_params().to(wl.device) for _ in range(n)]
+    start = time.perf_counter()
+    for r in range(cfg.rounds):
+        grads = [wl.stochastic_grad(models[u], u, r) for u in range(n)]
+        s = torch.zeros_like(models[0])
+        for u in range(n):
+            s.add_(grads[u], alpha=q[u])
+        s.add_(torch.randn(s.shape, generator=gen, dtype=s.dtype, device=s.device), alpha=sigma)
+        for u in range(n):
+            noise = torch.randn(s.shape, generator=gen, dtype=s.dtype, device=s.device)
+            models[u].sub_(s + sigma * noise, alpha=eta)
+        avg = sum(qu * m for qu, m in zip(q, models, strict=True))
+        float(_ce_many(avg.unsqueeze(0), wl.x_train, wl.y_train, with_accuracy=False)[0][0])
+    return (time.perf_counter() - start) / cfg.rounds
+
+
+def fedsim_run(cfg: ExperimentConfig) -> dict[str, float]:
+    """fedsim's end-to-end seconds and seconds per round (between the first and last metrics rows)."""
+    times: list[float] = []
+    log = Recorder.log
+
+    def timed(self: Recorder, row: dict) -> None:
+        log(self, row)
+        times.append(time.perf_counter())
+
+    Recorder.log = timed  # type: ignore[method-assign]
+    start = time.perf_counter()
+    try:
+        run_experiment(cfg, quiet=True)
+    finally:
+        Recorder.log = log  # type: ignore[method-assign]
+    total = time.perf_counter() - start
+    return {"total": total, "per_round": (times[-1] - times[0]) / max(len(times) - 1, 1),
+            "setup": times[0] - start}
+
+
+def ratio_line(label: str, fedsim_s: float, loop_s: float, target: float) -> str:
+    ratio = fedsim_s / loop_s
+    verdict = "met" if ratio <= target else "NOT met"
+    return (f"  {label}: fedsim {fedsim_s:8.3f} s, plain loop {loop_s:8.3f} s -> {ratio:5.2f}x "
+            f"(target <= {target:g}x: {verdict})")
+
+
+def population(ues: int, rounds: int, device: str, eval_every: int) -> None:
+    cfg = relay_config(ues, rounds, device)
+    build_workload(cfg.workload, cfg.seed)  # warm the imports; each side builds its own data
+    loop = plain_loop(cfg)
+    fed = fedsim_run(cfg)
+    ue_round = 1e3 * loop / ues
+    print(f"{ues} UEs x {rounds} rounds, serverfree-relay, synthetic-logreg full batch, {device}:")
+    print(f"  plain loop: {ue_round:.3f} ms per UE-round, {loop * rounds:.1f} s for the run")
+    print(ratio_line("per round  ", fed["per_round"], loop, 2.0))
+    print(ratio_line("whole run  ", fed["total"], loop * rounds, 2.0)
+          + f"  (fedsim set-up {fed['setup']:.1f} s of it)")
+    if eval_every > 1:  # the share of the UE-held models' metrics (the loop evaluates one model)
+        sparse = fedsim_run(relay_config(ues, rounds, device, eval_every))
+        print(ratio_line(f"whole run, metrics every {eval_every} rounds", sparse["total"], loop * rounds, 2.0))
+
+
+def grid(device: str, flower_rounds: int) -> None:
+    """grid_240's wall time against the plain-loop cost of its UE-rounds on every core."""
+    from fedsim.api import run
+
+    cores = os.cpu_count() or 1
+    per_ue_round = plain_loop(relay_config(20, 100, device)) / 20
+    floor = per_ue_round * GRID_UE_ROUNDS / cores
+    start = time.perf_counter()
+    run("grid_240", out=tempfile.mkdtemp(prefix="fsg"))
+    wall = time.perf_counter() - start
+    print(f"grid_240 ({GRID_UE_ROUNDS:,} UE-rounds on {cores} cores):")
+    print(ratio_line("wall       ", wall, floor, 2.0))
+    if flower_rounds:
+        from bench_ray_vs_flower import flower_rounds as flower
+
+        t0 = time.perf_counter()
+        times = flower(20, flower_rounds, 1, 0.3, cores, 0.1)
+        warm = (times[-1] - times[0]) / (len(times) - 1)
+        per_run = (times[0] - t0 - warm) + 100 * warm  # start-up, then 100 warm rounds
+        print(f"  plain Flower run by run ({flower_rounds}-round sample: {per_run:.1f} s per run of 100 rounds, "
+              f"x 240 runs = {240 * per_run:.0f} s) -> fedsim is {240 * per_run / wall:.0f}x ahead")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ues", type=int, nargs="+", default=[1000])
+    ap.add_argument("--rounds", type=int, default=100)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--eval-every", type=int, default=10,
+                    help="also a fedsim run with metrics only every this many rounds (1: skip)")
+    ap.add_argument("--grid", action="store_true", help="also grid_240 and the plain-Flower sample")
+    ap.add_argument("--flower-rounds", type=int, default=20, help="rounds of the Flower sample (0: skip)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores; torch "
+          f"{torch.__version__}, 1 thread per process")
+    for ues in args.ues:
+        population(ues, args.rounds, args.device, args.eval_every)
+    if args.grid:
+        grid(args.device, args.flower_rounds)
+
+
+if __name__ == "__main__":
+    main()
