@@ -1,0 +1,146 @@
+"""Runs behind docs/results/graph.md and its figure.
+
+    python docs/figures/graph_hgpsl.py run [--folds 10] [--channel-folds 5] [--seeds 0]  # graph_hgpsl_runs.json
+    python docs/figures/graph_hgpsl.py plot    # graph_hgpsl.png from it
+    python docs/figures/graph_hgpsl.py table   # the table rows of docs/results/graph.md
+
+Every run is experiments/graph_hgpsl.toml without its sweep, with one (arm, fold, seed); the final
+server model is kept to compare the first pooling's kept nodes and learned edges on the test fold
+against the digital run of the same fold, seed and pooling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "graph_hgpsl_runs.json"
+ARMS = {  # name -> overrides
+    "digital": ["strategy.name='server-digital'"],
+    "ota-gauss": ["strategy.name='server-ota'", "channel.interference='gaussian'"],
+    "ota-sas1.5": ["strategy.name='server-ota'", "channel.interference={name='sas', alpha=1.5}"],
+}
+
+
+def one(job: tuple[str, bool, int, int, int]) -> dict:
+    import tempfile
+
+    import torch
+
+    from fedsim.config import EXPERIMENTS_DIR, read_toml
+    from fedsim.results.rundir import load_run
+    from fedsim.runner import run_experiment
+    from fedsim.sweep import expand_sweep
+
+    torch.set_num_threads(1)
+    arm, sl, fold, seed, rounds = job
+    ov = ["sweep={}", f"workload.structure_learning={str(sl).lower()}", f"workload.fold={fold}", f"seed={seed}",
+          f"rounds={rounds}",
+          *ARMS[arm], f"output.dir={tempfile.mkdtemp()!r}", "checkpoint.every=0"]
+    cfg = expand_sweep(read_toml(EXPERIMENTS_DIR / "graph_hgpsl.toml"), ov, source="graph_hgpsl")[0].config
+    t = time.perf_counter()
+    res: dict = {}
+    run = load_run(run_experiment(cfg, quiet=True, plot=False, result=res))
+    seconds = time.perf_counter() - t
+    last = [r for r in run.metrics if "accuracy" in r][-1]
+    from fedsim.workloads import build_workload
+
+    wl = build_workload(cfg.workload, seed)
+    struct = [(sorted(k), sorted(e)) for k, e in wl.pooled_structure(res["final_model"])]
+    return {"arm": arm, "sl": sl, "fold": fold, "seed": seed, "rounds": rounds, "accuracy": last["accuracy"],
+            "loss": last["loss"], "seconds": seconds, "structure": struct}
+
+
+def run(folds: int, channel_folds: int, seeds: list[int], workers: int, rounds: int) -> None:
+    """Digital FedAvg with and without structure learning on ``folds`` folds; the analog arms (with
+    structure learning) on the first ``channel_folds``. Rows already in the output are kept."""
+    rows = json.loads(OUT.read_text()) if OUT.exists() else []
+    done = {(r["arm"], r["sl"], r["fold"], r["seed"], r.get("rounds", 40)) for r in rows}
+    jobs = [("digital", sl, f, s, rounds) for s in seeds for f in range(folds) for sl in (True, False)]
+    jobs += [(a, True, f, s, rounds) for s in seeds for f in range(channel_folds) for a in ARMS if a != "digital"]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for r in pool.imap_unordered(one, [j for j in jobs if j not in done]):
+            rows.append(r)
+            OUT.write_text(json.dumps(rows))
+            print(r["arm"], r["sl"], r["fold"], r["seed"], f"{r['accuracy']:.3f}", f"{r['seconds']:.0f}s", flush=True)
+
+
+def changes(a: list, b: list) -> tuple[float, float]:
+    """Mean over test graphs: fraction of kept nodes that differ; 1 − Jaccard of the learned edges."""
+    kept, edges = [], []
+    for (ka, ea), (kb, eb) in zip(a, b, strict=True):
+        kept.append(1 - len(set(ka) & set(kb)) / len(ka))
+        ea, eb = {tuple(e) for e in ea}, {tuple(e) for e in eb}
+        edges.append(1 - len(ea & eb) / max(1, len(ea | eb)))
+    return sum(kept) / len(kept), sum(edges) / len(edges)
+
+
+def groups(rows: list[dict]) -> list[tuple[str, bool, int, list[dict]]]:
+    """(arm, structure learning, rounds, rows) for every arm measured, in the table's order."""
+    out = []
+    for rounds in sorted({r.get("rounds", 40) for r in rows}):
+        for arm in ARMS:
+            for sl in (True, False):
+                sel = [r for r in rows if r["arm"] == arm and r["sl"] == sl and r.get("rounds", 40) == rounds]
+                if sel:
+                    out.append((arm, sl, rounds, sel))
+    return out
+
+
+def plot() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    found = groups(json.loads(OUT.read_text()))
+    labels = [f"{arm}\n{'HGP-SL' if sl else 'top-k'}\nR={rounds}" for arm, sl, rounds, _ in found]
+    accs = [[r["accuracy"] for r in sel] for *_, sel in found]
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    ax.boxplot(accs, showmeans=True)
+    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
+    for i, acc in enumerate(accs, 1):
+        ax.scatter(np.full(len(acc), i) + np.linspace(-0.12, 0.12, len(acc)), acc, s=8, alpha=0.6)
+    ax.axhline(0.82, ls="--", lw=0.8, color="grey")
+    ax.set_ylabel("test-fold accuracy")
+    ax.set_title("MUTAG, 10 UEs, one point per test fold (seed 0); triangles: means; dashed: 0.82", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(HERE / "graph_hgpsl.png", dpi=120)
+
+
+def table() -> None:
+    import numpy as np
+
+    rows = json.loads(OUT.read_text())
+    digital = {(r["fold"], r["seed"], r.get("rounds", 40)): r for r in rows if r["arm"] == "digital" and r["sl"]}
+    for arm, sl, rounds, sel in groups(rows):
+        acc = np.array([r["accuracy"] for r in sel])
+        keys = [(r["fold"], r["seed"], rounds) for r in sel]
+        ch = [changes(digital[k]["structure"], r["structure"]) for k, r in zip(keys, sel, strict=True)
+              if sl and arm != "digital" and k in digital]
+        ref = np.mean([digital[k]["accuracy"] for k in keys if k in digital]) if ch else None
+        kept = f"{np.mean([c[0] for c in ch]):.3f}" if ch else "-"
+        edge = f"{np.mean([c[1] for c in ch]):.3f}" if ch else "-"
+        print(f"| {arm} | {'HGP-SL' if sl else 'top-k'} | {rounds} | {len(sel)} | {acc.mean():.3f} | "
+              f"{np.median(acc):.3f} | {'-' if ref is None else f'{ref:.3f}'} | {kept} | {edge} | "
+              f"{np.median([r['seconds'] for r in sel]):.0f} |")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=["run", "plot", "table"])
+    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--channel-folds", type=int, default=5)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=40)
+    a = p.parse_args()
+    if a.what == "run":
+        run(a.folds, a.channel_folds, a.seeds, a.workers, a.rounds)
+    else:
+        plot() if a.what == "plot" else table()
