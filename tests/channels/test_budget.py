@@ -216,3 +216,24 @@ def test_no_power_control_decodes_with_the_mean_real_gain(k: float) -> None:
     torch.testing.assert_close(res.estimate, by_hand, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="Rayleigh"):
         Channel(ChannelConfig(fading="rayleigh", power_control="none"), "server")
+
+
+def test_slotted_d2d_under_the_norm_rule_by_hand() -> None:
+    """rho = 'norm' in slot m: ρ_m = min(P·h_th²/max_k ‖u_k‖², P/max_k ‖u_k‖²/|h_km|²) over the slot's
+    senders (u_k = N_m w_k v_k, equal weights here), so its noise scale is c/(N_m √ρ_m)."""
+    n, d, power, c, h_th = 6, 5, 2.0, 0.3, 0.5
+    ch = Channel(ChannelConfig(fading="rayleigh", h_th=h_th, power=power, rho="norm", interference="gaussian",
+                               scale=c), "d2d")
+    v = payload(n, d, 1.0, seed=7)
+    res = ch.transmit(v, seed=8, round=2)
+    h, _ = draw_links(ch, (n, n), 8, 2, torch.float64)
+    scales = []
+    for m in range(n):
+        senders = [k for k in range(n) if k != m and float(h[k, m].abs()) >= h_th]
+        size = len(senders) + 1
+        norms = [float(v[k].square().sum()) for k in senders]  # ‖u_k‖² = ‖v_k‖², since N_m w_k = 1
+        need = [x / float(h[k, m].abs().square()) for x, k in zip(norms, senders, strict=True)]
+        rho = min(power * h_th**2 / max(norms), power / max(need)) if senders else power
+        scales.append(c / (size * math.sqrt(rho)))
+    torch.testing.assert_close(torch.as_tensor(res.noise_scale_per_ue), torch.tensor(scales, dtype=torch.float64),
+                               rtol=1e-10, atol=0)
