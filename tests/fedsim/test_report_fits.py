@@ -12,6 +12,7 @@ import re
 import numpy as np
 import pytest
 
+from fedsim.analytics.fits import loglog_fit, seed_slopes
 from fedsim.config import validate
 from fedsim.report import build_report
 from fedsim.sweep import expand_sweep, run_sweep
@@ -92,3 +93,19 @@ def test_hitting_times_match_the_hand_computation(sweep_dir, tmp_path) -> None:
         want = math.ceil(t_hit) + 2
         assert abs(rounds_med - want) <= 1.5, (alpha, want, row)
         assert abs(seconds_med - TAU * want) <= 1.5 * TAU, (alpha, want, row)
+
+
+def test_fits_skip_nonpositive_points_and_handle_degenerate_seed_sets() -> None:
+    """Zeros and negatives cannot be on a log-log line: they are skipped, so y = 3 t^-1.5 with a few
+    zeros still gives slope -1.5 exactly. Identical seeds give a point interval at their slope; a
+    single usable seed gives no interval (NaN)."""
+    t = np.arange(1.0, 41.0)
+    y = 3.0 * t**-1.5
+    y[[4, 9, 30]] = 0.0
+    y[12] = -1.0
+    assert loglog_fit(t, y).slope == pytest.approx(-1.5, abs=1e-12)
+    same = seed_slopes(t, np.vstack([3.0 * t**-0.5] * 3))
+    assert same.median == pytest.approx(-0.5, abs=1e-12)
+    assert same.ci_low == pytest.approx(-0.5, abs=1e-12) and same.ci_high == pytest.approx(-0.5, abs=1e-12)
+    one = seed_slopes(t, np.vstack([t**-0.5, np.full_like(t, np.nan)]))
+    assert one.n_failed == 1 and np.isnan(one.ci_low) and np.isnan(one.ci_high)
