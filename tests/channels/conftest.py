@@ -1,4 +1,5 @@
-"""Suite-wide fixtures."""
+"""Fixtures of the channel tests (here, not in tests/: a conftest there would put tests/ on the import
+path, where tests/channels would hide the channels package from a plain `pytest`)."""
 
 from __future__ import annotations
 
