@@ -237,3 +237,13 @@ def test_slotted_d2d_under_the_norm_rule_by_hand() -> None:
         scales.append(c / (size * math.sqrt(rho)))
     torch.testing.assert_close(torch.as_tensor(res.noise_scale_per_ue), torch.tensor(scales, dtype=torch.float64),
                                rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_an_all_zero_payload_is_received_as_zero(rule: str) -> None:
+    """Nothing to send (every update zero, e.g. a converged model): no division by ‖u‖ = 0, the
+    estimate is exactly the noise, and no energy is spent."""
+    ch = Channel(ChannelConfig(fading="rayleigh", rho=rule, interference="gaussian", scale=0.1), "server")
+    res = ch.transmit(torch.zeros(4, 6, dtype=torch.float64), seed=1, round=1)
+    assert res.tx_energy == 0.0
+    torch.testing.assert_close(res.estimate, res.noise, rtol=0, atol=0)

@@ -23,6 +23,8 @@ def test_extra_delays() -> None:
     relay = dict(d=100, resources=10, symbol_time=1e-3, downlink=True, hops=2, propagation=1e-4,
                  relay_processing=5e-4)
     assert communication_latency(**relay) == pytest.approx(2 * 0.01 + 2e-4 + 5e-4)
+    # three uplink slots, each with its propagation, then the downlink and the second hop
+    assert communication_latency(**relay, slots=3) == pytest.approx(3 * (0.01 + 1e-4) + 0.01 + 1e-4 + 5e-4)
     assert communication_latency(d=100, resources=10, symbol_time=1e-3) == pytest.approx(0.01)
     with pytest.raises(ValueError):
         communication_latency(scheme="smoke")
