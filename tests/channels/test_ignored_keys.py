@@ -49,6 +49,8 @@ BASES = {
     "rayleigh-inversion-gaussian": {"fading": "rayleigh", "interference": "gaussian", "gsnr_db": 10.0},
     "rician-phase-sas": {"fading": {"name": "rician", "k": 3.0}, "power_control": "phase",
                          "interference": {"name": "sas", "alpha": 1.7}, "scale": 0.1, "rho": "norm"},
+    "relay-noise-common": {"fading": "rayleigh", "interference": "gaussian", "scale": 0.2,
+                           "interference_mode": "common", "rho": "fixed"},
     "no-fading-no-interference": {"rho": "cotaf", "quant_bits": 6},
     "no-fading-csi-error": {"csi_error": 0.1, "interference": "gaussian", "dispersion": 0.01,
                             "power_control": "none"},
