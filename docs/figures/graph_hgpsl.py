@@ -108,7 +108,7 @@ def plot() -> None:
         ax.scatter(np.full(len(acc), i) + np.linspace(-0.12, 0.12, len(acc)), acc, s=8, alpha=0.6)
     ax.axhline(0.82, ls="--", lw=0.8, color="grey")
     ax.set_ylabel("test-fold accuracy")
-    ax.set_title("MUTAG, 10 UEs, one point per test fold (seed 0); triangles: means; dashed: 0.82", fontsize=9)
+    ax.set_title("MUTAG, 10 UEs, one point per test fold and seed; triangles: means; dashed: 0.82", fontsize=9)
     fig.tight_layout()
     fig.savefig(HERE / "graph_hgpsl.png", dpi=120)
 
