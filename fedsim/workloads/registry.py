@@ -27,6 +27,7 @@ WORKLOADS: Registry[type[WorkloadConfig]] = Registry("workload", {
     "nas-gdas": "fedsim.workloads.nas.gdas:GdasConfig",
     "nas-dash": "fedsim.workloads.nas.dash:DashConfig",
     "nas-tabnas": "fedsim.workloads.nas.tabnas:TabNasConfig",
+    "nas-spider": "fedsim.workloads.nas.spider:SpiderConfig",
     "graph-hgpsl": "fedsim.workloads.graph_hgpsl:GraphHgpslConfig",
 }, group="fedsim.workloads")
 

@@ -41,6 +41,8 @@ TINY: dict[str, list[str]] = {
                        "workload.retrain_rounds=1"],
     "nas_gdas": ["rounds=1", "sweep={}", "eval_every=1", "train.local_steps=2", "workload.num_ues=3",
                  "workload.retrain_rounds=1"],
+    "nas_spider": ["rounds=2", "sweep={}", "eval_every=1", "train.local_steps=2", "workload.num_ues=3",
+                   "workload.retrain_rounds=1"],
     "nas_tabnas": ["rounds=2", "sweep={}", "train.local_steps=2", "workload.num_ues=3", "workload.retrain_rounds=1"],
     "nas_tabnas_large": ["rounds=2", "sweep={}", "train.local_steps=2", "workload.num_ues=3",
                          "workload.retrain_rounds=1"],
