@@ -22,6 +22,7 @@ from rich.markup import escape
 
 import fedsim
 from fedsim.cli_report import report
+from fedsim.cli_search import search
 from fedsim.errors import FedsimError, RunInterrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -292,6 +293,7 @@ def _description(text: str) -> str:
 
 
 app.command()(report)
+app.command()(search)
 
 
 def main() -> None:
