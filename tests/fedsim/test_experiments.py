@@ -46,8 +46,12 @@ TINY: dict[str, list[str]] = {
     "nas_tabnas": ["rounds=2", "sweep={}", "train.local_steps=2", "workload.num_ues=3", "workload.retrain_rounds=1"],
     "nas_tabnas_large": ["rounds=2", "sweep={}", "train.local_steps=2", "workload.num_ues=3",
                          "workload.retrain_rounds=1"],
+    "latency_predictor": ["rounds=2", "sweep={}", "eval_every=1", "train.local_steps=2", "workload.num_ues=3",
+                          "workload.adapt_steps=20"],
     "graph_hgpsl": ["rounds=1", "sweep={}", "eval_every=1", "train.local_steps=1", "workload.num_ues=3",
                     "workload.hidden=8"],
+    "seg_unet": ["rounds=1", "sweep={}", "eval_every=1", "train.local_steps=1", "workload.num_ues=3",
+                 "workload.slices_per_ue=4", "workload.test_per_site=2", "workload.filters=[4, 8]"],
 }
 
 pytestmark = pytest.mark.usefixtures("one_thread")
