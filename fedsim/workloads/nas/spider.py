@@ -26,7 +26,8 @@ Round r on UE k, from the received w (the global model, or server-free the UE's 
 
 The initial architecture (``init_arch``, default a chain of ``init_op`` per cell: node j fed by input
 j + 1) must fit the budget; growth only adds what fits and pruning only removes, so every
-architecture of the search fits. The found architecture is the alive ops whose gate is on.
+architecture of the search fits. The found architecture is the alive ops that run (gate on, or the
+best op of a node whose ops are all off).
 
 With ``arch`` set the workload is that architecture alone (``w`` = its own weights, plain local SGD):
 the retraining-from-scratch mode, used by :mod:`fedsim.retrain`.
@@ -251,9 +252,9 @@ class SpiderWorkload(Workload):
         return theta, decode(raw.cpu(), self.space.num_ops, self.cfg.prune_window, self.cfg.gate_clamp)
 
     def found_alive(self, w: torch.Tensor) -> torch.Tensor:
-        """The architecture ``w`` holds: the alive ops whose gate is on."""
+        """The architecture ``w`` holds: the alive ops that run (:meth:`~.spider_net.SpiderSpace.effective_on`)."""
         _, ctrl = self.decoded(w)
-        return ctrl.alive & (ctrl.gates > 0)
+        return self.space.effective_on(ctrl.gates, ctrl.alive)
 
     @torch.no_grad()
     def _ce_acc(self, theta, alive, x, y) -> tuple[float, float]:
@@ -269,7 +270,7 @@ class SpiderWorkload(Workload):
             theta, alive = w.detach().to(self.dtype), self.fixed_alive
         else:
             theta, ctrl = self.decoded(w)
-            alive = ctrl.alive & (ctrl.gates > 0)
+            alive = self.space.effective_on(ctrl.gates, ctrl.alive)
         loss, acc = self._ce_acc(theta, alive, self.data.x_test, self.data.y_test)
         out = {"loss": loss, "accuracy": acc, "train_loss": self._ce_acc(theta, alive, self.x_train, self.y_train)[0],
                "arch_params": float(self.space.params(alive))}
@@ -289,7 +290,7 @@ class SpiderWorkload(Workload):
             out: dict[str, Any] = {}
         else:
             theta, ctrl = self.decoded(w)
-            alive = ctrl.alive & (ctrl.gates > 0)
+            alive = self.space.effective_on(ctrl.gates, ctrl.alive)
             child_w = theta[self.space.weight_mask(alive).to(theta.device)]
             out = {"alive_ops": int(ctrl.alive.sum()), "pruned_ops": int((ctrl.state == PRUNED).sum()),
                    "gate_flips": gate_flips(ctrl.history, ctrl.alive)}

@@ -14,7 +14,8 @@ does not accumulate and flips one only when it exceeds 0.5; the gates (|γ| ≤ 
 noise-sensitive part, and the window makes a prune need most of P observations off.
 
 At the start of round r, on the received vector: observe (shift every alive op's window, append
-1[γ_k > 0]); prune (alive ops on in fewer than ``prune_on_fraction``·P of the window); on growth
+whether it runs: 1[γ_k > 0], or the node's best op when all of a node's ops are off); prune (alive
+ops on in fewer than ``prune_on_fraction``·P of the window); on growth
 rounds grow: dormant ops in decreasing score (ties in the order of a permutation from
 ``torch_generator(seed, "spider-grow", r)``), each accepted only if its score is positive and the
 network with it still fits every UE's budget, up to ``grow_count`` ops; a grown op gets γ =
@@ -76,9 +77,9 @@ def initial_control(alive: torch.Tensor, window: int, gate_init: float) -> Contr
                    alive[:, None].expand(n, window).clone(), torch.zeros(n))
 
 
-def observe(ctrl: Control) -> None:
-    """Shift every alive op's window by one and append 1[γ > 0] (in place; others keep theirs)."""
-    shifted = torch.cat([ctrl.history[:, 1:], (ctrl.gates > 0)[:, None]], dim=1)
+def observe(ctrl: Control, on: torch.Tensor) -> None:
+    """Shift every alive op's window by one and append ``on`` (in place; others keep theirs)."""
+    shifted = torch.cat([ctrl.history[:, 1:], on[:, None]], dim=1)
     ctrl.history = torch.where(ctrl.alive[:, None], shifted, ctrl.history)
 
 
@@ -130,7 +131,7 @@ def evolve(space: SpiderSpace, theta: torch.Tensor, raw: torch.Tensor, rule: Evo
     returns the new θ, the new control and ``{"pruned": [...], "grown": [...]}`` (op ids)."""
     ctrl = decode(raw, space.num_ops, rule.window, rule.gate_clamp)
     if rnd > 0:
-        observe(ctrl)
+        observe(ctrl, space.effective_on(ctrl.gates, ctrl.alive))
     pruned = prune_mask(ctrl.history, ctrl.alive, rule.on_fraction)
     ctrl.state[pruned] = PRUNED
     grown: list[int] = []

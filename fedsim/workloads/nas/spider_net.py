@@ -8,8 +8,10 @@ two cells may grow differently. Op k's output on its edge is
     y_k = m_k · sg(γ_k) · op_k(x),   sg(γ) = 1[γ > 0] forward, d sg / dγ = 1 (straight-through)
 
 with m_k ∈ {0, 1} the alive mask. An op with m_k = 0 is never evaluated: it adds exactly zero and
-its weights and gate get exactly zero gradient. Node j sums its incoming ops (zeros when none is
-alive); the cell output is the mean of its nodes, as in :mod:`.cells`.
+its weights and gate get exactly zero gradient. One exception keeps the graph connected: when every
+alive op of a node is off, the one with the largest gate runs (sg = 1), see
+:meth:`SpiderSpace.effective_on`. Node j sums its incoming ops (zeros when none is alive); the
+cell output is the mean of its nodes, as in :mod:`.cells`.
 
 Resources of an alive set (one example, float32), by formula (the tests check them by hand and
 against ``count_params`` of the child module):
@@ -75,6 +77,23 @@ class SpiderSpace:
             keep[a:b] = False
         return keep
 
+    def effective_on(self, gates: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        """``[num_ops]`` bool: the alive ops that run. An alive op runs when its gate is on; a node
+        whose alive ops are all off keeps the one with the largest gate (lowest index on ties), so
+        that gating never disconnects a node (a zero node would cut every gradient through it)."""
+        gates, alive = gates.detach().cpu(), alive.cpu()
+        node = self.op_cell * self.cs.nodes + torch.tensor([self.edge_node_input[e][0] for e in self.op_edge.tolist()])
+        on = alive & (gates > 0)
+        groups = self.cells * self.cs.nodes
+        any_on = torch.zeros(groups, dtype=torch.bool).index_put_((node,), on, accumulate=True)
+        key = torch.where(alive, gates, torch.full_like(gates, -torch.inf))
+        best = torch.full((groups,), -torch.inf, dtype=key.dtype).scatter_reduce(0, node, key, "amax")
+        cand = alive & ~any_on[node] & (key == best[node])
+        ids = torch.arange(self.num_ops)
+        last = torch.full((groups,), self.num_ops)
+        first = last.scatter_reduce(0, node, torch.where(cand, ids, self.num_ops), "amin")
+        return on | (cand & (ids == first[node]))
+
     # -- resources --------------------------------------------------------------------------
     def params(self, alive: torch.Tensor) -> torch.Tensor:
         """Parameters of the child of each alive set ``[..., num_ops]`` (int64 ``[...]``)."""
@@ -92,7 +111,9 @@ class SpiderSpace:
         ``[s0, s1, node0, ...]`` with the nodes' gradients retained (the growth probe)."""
         cs = self.cs
         s = _norm(F.conv2d(x, views["stem"], stride=cs.stem_stride, padding=1))
-        on = None if gates is None else (gates > 0).to(gates.dtype) + gates - gates.detach()
+        on = None
+        if gates is not None:
+            on = self.effective_on(gates, alive).to(gates) + gates - gates.detach()  # off: 0, still a gradient
         live = alive.cpu().view(self.cells, self.E, self.R).tolist()
         s0 = s1 = s
         for cell in range(self.cells):
