@@ -12,6 +12,13 @@ with the most probable non-``none`` op). With a budget it is found exactly:
 - DASH: the dilation changes neither params nor FLOPs, so each layer keeps its best dilation per
   kernel size and the |K|^L kernel combinations are enumerated.
 
+``max_latency_ms`` (one number or one per UE) bounds the latency of the child on every UE's device
+profile (``latency_profiles``, UE n -> profile n mod their number), priced by the per-op cost model of
+:mod:`fedsim.workloads.latency` from the child's op summary; the found architecture meets every UE's
+limit. The cell space's conv-edge knapsack stays exact for it: the cost model is additive over ops, so
+a genotype with k conv edges costs at most the dearest genotype made of one conv op and one free op,
+and ``max_conv_edges`` is the largest k for which every such genotype fits.
+
 Resources come from :func:`fedsim.workloads.nas.resources.measure` of real children, never from a
 formula, so the budget means what ``architecture.json`` reports. The constraint acts when the
 architecture is derived (and on random-search candidates); the supernet search itself is unchanged.
@@ -25,47 +32,115 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
+from fedsim.workloads.latency import LatencyBudget
 from fedsim.workloads.nas.cells import PARAM_OPS
-from fedsim.workloads.nas.resources import Resources
+from fedsim.workloads.nas.resources import Resources, measure
 
 Architecture = dict[str, Any]
 
 
-class BudgetFields(BaseModel):
-    """``max_params`` / ``max_flops`` of a search config (mixed into GdasConfig and DashConfig)."""
+class LatencyFields(BaseModel):
+    """``max_latency_ms`` / ``latency_profiles`` of a search config (per UE)."""
+
+    max_latency_ms: float | list[float] | None = Field(
+        None, description="budget: the child's latency (ms per forward of one batch, per-op cost model) on every "
+        "UE's device profile; one number for all UEs or one per UE")
+    latency_profiles: list[str] | None = Field(
+        None, description="device profile of UE n = latency_profiles[n % len] (None: the shipped profiles in order)")
+
+    @model_validator(mode="after")
+    def _check_latency(self) -> LatencyFields:
+        self.latency_budget  # noqa: B018  (validates names and lengths)
+        return self
+
+    @property
+    def latency_budget(self) -> LatencyBudget | None:
+        if self.max_latency_ms is None:
+            return None
+        return LatencyBudget.per_ue(self.max_latency_ms, self.latency_profiles, self.num_ues)  # type: ignore[attr-defined]
+
+
+class BudgetFields(LatencyFields):
+    """``max_params`` / ``max_flops`` / ``max_latency_ms`` of a search config (mixed into GdasConfig and DashConfig)."""
 
     max_params: int | None = Field(None, ge=1, description="budget: the derived child has at most this many weights")
     max_flops: int | None = Field(None, ge=1, description="budget: the derived child's FLOPs per example at most")
 
     @property
-    def budget(self) -> tuple[int | None, int | None] | None:
-        """``(max_params, max_flops)`` when either is set."""
+    def budget(self) -> tuple | None:
+        """``(max_params, max_flops)``, plus the :class:`LatencyBudget` when ``max_latency_ms`` is set;
+        None when nothing is set."""
+        lat = self.latency_budget
+        if lat is not None:
+            return (self.max_params, self.max_flops, lat)
         return None if self.max_params is None and self.max_flops is None else (self.max_params, self.max_flops)
 
 
-def check_fits(res: Resources, budget: tuple[int | None, int | None], what: str) -> None:
+def budget_resources(space: Any, arch: Architecture, budget: tuple | None) -> Resources:
+    """Params and FLOPs of ``arch``'s child, with its op summary when ``budget`` has a latency part."""
+    return measure(space.child(arch), space.example_input(), latency=False, ops=bool(budget and len(budget) > 2))
+
+
+def check_fits(res: Resources, budget: tuple, what: str) -> None:
     if not within(res, *budget):
-        raise ValueError(f"{what} has {res.params} parameters and {res.flops} FLOPs per example, over "
+        lat = "" if len(budget) < 3 else f" and {max(budget[2].latencies(res.ops)):.3g} ms on its slowest UE"
+        raise ValueError(f"{what} has {res.params} parameters and {res.flops} FLOPs per example{lat}, over "
                          f"{budget_text(*budget)}")
 
 
-def within(res: Resources, max_params: int | None, max_flops: int | None) -> bool:
-    return (max_params is None or res.params <= max_params) and (max_flops is None or res.flops <= max_flops)
+def within(res: Resources, max_params: int | None, max_flops: int | None, latency: LatencyBudget | None = None) -> bool:
+    """``res`` meets the budget (a latency budget needs ``res.ops``: measure with ``ops=True``)."""
+    if latency is not None and res.ops is None:
+        raise ValueError("a latency budget needs the op summary: measure(..., ops=True)")
+    return ((max_params is None or res.params <= max_params) and (max_flops is None or res.flops <= max_flops)
+            and (latency is None or latency.fits(res.ops)))
 
 
-def budget_text(max_params: int | None, max_flops: int | None) -> str:
+def budget_text(max_params: int | None, max_flops: int | None, latency: LatencyBudget | None = None) -> str:
     parts = [f"max_params = {max_params}" if max_params is not None else "",
-             f"max_flops = {max_flops}" if max_flops is not None else ""]
+             f"max_flops = {max_flops}" if max_flops is not None else "",
+             latency.text() if latency is not None else ""]
     return " and ".join(p for p in parts if p)
 
 
+def limit_mlp_latency(space: Any, latency: LatencyBudget | None) -> Any:
+    """``space`` (a :class:`~fedsim.workloads.nas.tabular.TabularSpace`) with ``feasible_idx`` also
+    requiring the MLP's latency to fit every UE's limit (vectorised), and ``latency_report(arch)``."""
+    base, widths = space.feasible_idx, torch.tensor(space.widths)
+
+    def feasible_idx(idx: torch.Tensor) -> torch.Tensor:
+        return base(idx) & latency.mlp_fits(widths[idx], space.d_in, space.num_classes)
+
+    def latency_report(arch: Architecture) -> dict[str, Any]:
+        if latency is None:
+            return {}
+        res = measure(space.child(arch), space.example_input(), latency=False, ops=True)
+        return {"max_latency_ms": list(latency.limits), "latency_profiles": list(latency.profiles),
+                "latency_ms_per_ue": [round(t, 5) for t in latency.latencies(res.ops)]}
+
+    if latency is not None:
+        space.feasible_idx = feasible_idx
+    space.latency_report = latency_report
+    return space
+
+
+def budget_report(budget: tuple, res: Resources) -> dict[str, Any]:
+    """The JSON-able budget block of ``architecture.json``: limits, per-UE latencies, whether it is met."""
+    out: dict[str, Any] = {"max_params": budget[0], "max_flops": budget[1], "met": within(res, *budget)}
+    if len(budget) > 2:
+        out.update(max_latency_ms=list(budget[2].limits), latency_profiles=list(budget[2].profiles),
+                   latency_ms_per_ue=[round(t, 5) for t in budget[2].latencies(res.ops)])
+    return out
+
+
 # -- cell space (nas-gdas) ----------------------------------------------------------------------
-def cell_genotype_with(space: Any, conv_edges: int) -> Architecture:
-    """A genotype keeping exactly ``conv_edges`` conv edges (the first ones, node by node)."""
-    conv = next((o for o in space.real_ops if o in PARAM_OPS), None)
-    free = next((o for o in space.real_ops if o not in PARAM_OPS), None)
+def cell_genotype_with(space: Any, conv_edges: int, conv: str | None = None, free: str | None = None) -> Architecture:
+    """A genotype keeping exactly ``conv_edges`` conv edges (the first ones, node by node), every conv
+    edge op ``conv`` and every other ``free`` (default: the first of each kind)."""
+    conv = conv or next((o for o in space.real_ops if o in PARAM_OPS), None)
+    free = free or next((o for o in space.real_ops if o not in PARAM_OPS), None)
     arch, left = {}, conv_edges
     for j in range(space.nodes):
         pairs = []
@@ -78,16 +153,19 @@ def cell_genotype_with(space: Any, conv_edges: int) -> Architecture:
 
 
 def cell_conv_edge_budget(space: Any, max_params: int | None, max_flops: int | None,
-                          resources: Callable[[Architecture], Resources]) -> int:
-    """The most conv edges a genotype may keep within the budget. ValueError when even the
+                          resources: Callable[[Architecture], Resources], latency: LatencyBudget | None = None) -> int:
+    """The most conv edges a genotype may keep within the budget (with a latency budget: every
+    genotype of one conv op and one free op with that many conv edges fits). ValueError when even the
     smallest genotype exceeds it (naming the smallest genotype's params and FLOPs)."""
-    has_free = any(o not in PARAM_OPS for o in space.real_ops)
-    has_conv = any(o in PARAM_OPS for o in space.real_ops)
-    counts = range(0 if has_free else 2 * space.nodes, (2 * space.nodes if has_conv else 0) + 1)
+    conv_ops = [o for o in space.real_ops if o in PARAM_OPS]
+    free_ops = [o for o in space.real_ops if o not in PARAM_OPS]
+    counts = range(0 if free_ops else 2 * space.nodes, (2 * space.nodes if conv_ops else 0) + 1)
+    variants = list(itertools.product(conv_ops or [None], free_ops or [None])) if latency else [(None, None)]
     best = None
     for k in counts:
-        res = resources(cell_genotype_with(space, k))
-        if not within(res, max_params, max_flops):
+        all_res = [resources(cell_genotype_with(space, k, c, f)) for c, f in variants]
+        res = max(all_res, key=lambda r: -min(latency.slack(r.ops)) if latency else 0)
+        if not all(within(r, max_params, max_flops, latency) for r in all_res):
             if best is None:
                 raise ValueError(f"no genotype meets {budget_text(max_params, max_flops)}: the smallest has "
                                  f"{res.params} parameters and {res.flops} FLOPs per example")
@@ -180,4 +258,4 @@ def layered_derive_within(logp: torch.Tensor, pairs: Sequence[tuple[int, int]], 
                 for layer, (n, k) in enumerate(zip(names, ks, strict=True))}
         if fits(arch):
             return arch
-    raise ValueError("no architecture fits the budget")
+    raise ValueError("no architecture fits the budget (every kernel combination was tried)")

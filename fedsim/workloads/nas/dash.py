@@ -26,6 +26,7 @@ workload trains that discrete child (plain convs, 'same' padding) with plain SGD
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Literal
 
@@ -37,7 +38,14 @@ from torch.func import functional_call
 from channels.rng import torch_generator
 from fedsim.workloads.base import LrFn, Workload
 from fedsim.workloads.images import IMAGE_SIDE, NUM_CLASSES, DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
-from fedsim.workloads.nas.budget import BudgetFields, check_fits, layered_derive_within, within
+from fedsim.workloads.nas.budget import (
+    BudgetFields,
+    budget_report,
+    budget_resources,
+    check_fits,
+    layered_derive_within,
+    within,
+)
 from fedsim.workloads.nas.dash_space import POOL, DashSpace, kaiming, validate_arch
 from fedsim.workloads.nas.fourier import aggregate_kernel, direct_conv, explicit_mixture, fourier_conv, receptive_field
 from fedsim.workloads.nas.resources import count_params
@@ -104,10 +112,14 @@ class DashConfig(_ImageConfig, BudgetFields):
         if self.budget:
             space = DashSpace(self, input_size(self))
             if self.arch is not None:
-                check_fits(space.resources(self.arch, latency=False), self.budget, "arch")
+                check_fits(budget_resources(space, self.arch, self.budget), self.budget, "arch")
+            elif len(self.budget) > 2:  # per-op slow-downs: the cheapest kernels differ per UE, try all |K|^L
+                layered_derive_within(torch.zeros(len(space.decisions), len(space.pairs)), space.pairs,
+                                      [d.name for d in space.decisions],
+                                      lambda a: within(budget_resources(space, a, self.budget), *self.budget))
             else:  # the smallest kernel everywhere is the cheapest architecture (dilation costs nothing)
                 smallest = {d.name: {"kernel": min(K), "dilation": min(D)} for d in space.decisions}
-                check_fits(space.resources(smallest, latency=False), self.budget,
+                check_fits(budget_resources(space, smallest, self.budget), self.budget,
                            f"the smallest architecture (every kernel {min(K)})")
         return self
 
@@ -343,7 +355,7 @@ class DashWorkload(Workload):
     def _fits(self, arch: Architecture) -> bool:
         kernels = tuple(v["kernel"] for v in arch.values())  # the dilation changes neither params nor FLOPs
         if kernels not in self._fits_cache:
-            self._fits_cache[kernels] = within(self.space.resources(arch, latency=False), *self.cfg.budget)
+            self._fits_cache[kernels] = within(budget_resources(self.space, arch, self.cfg.budget), *self.cfg.budget)
         return self._fits_cache[kernels]
 
     def search_result(self, w: torch.Tensor) -> dict[str, Any]:
@@ -351,13 +363,14 @@ class DashWorkload(Workload):
         (layer -> "k{k}d{d}" -> prob), "alpha_entropy", "receptive_field" (layer -> d(k−1)+1)}``."""
         arch = self.derive(w)
         res = self.space.resources(arch)
+        if len(self.cfg.budget or ()) > 2:
+            res = dataclasses.replace(res, ops=budget_resources(self.space, arch, self.cfg.budget).ops)
         out: dict[str, Any] = {"architecture": arch, "resources": res.to_dict(),
                                "search_strategy": self.cfg.search_strategy,
                                "receptive_field": {n: receptive_field(v["kernel"], v["dilation"])
                                                    for n, v in arch.items()}}
         if self.cfg.budget:
-            out["budget"] = {"max_params": self.cfg.max_params, "max_flops": self.cfg.max_flops,
-                             "met": within(res, *self.cfg.budget)}
+            out["budget"] = budget_report(self.cfg.budget, res)
         if not self.fixed:
             p = torch.softmax(self.split(w.detach().to(self.dtype))[1].view(self._layers, self._n), dim=1)
             out["alpha_softmax"] = {f"conv{i}": {f"k{k}d{d}": round(float(q), 6) for (k, d), q in

@@ -40,11 +40,12 @@ from fedsim.workloads.images import IMAGE_SIDE, DigitsCnnConfig, ImageCnn, Mnist
 from fedsim.workloads.nas.alpha_adam import AlphaAdam
 from fedsim.workloads.nas.budget import (
     BudgetFields,
+    budget_report,
+    budget_resources,
     cell_conv_edge_budget,
     cell_derive_within,
     cell_random_within,
     check_fits,
-    within,
 )
 from fedsim.workloads.nas.cells import OP_NAMES, CellSpace, Path
 from fedsim.workloads.nas.daas import DaasAugmentSection, frozen_logits, policy_report, split_pair
@@ -96,7 +97,7 @@ class GdasConfig(_ImageConfig, BudgetFields):
         if self.arch is not None:
             space.validate(self.arch)
             if self.budget:
-                check_fits(space.resources(self.arch, latency=False), self.budget, "arch")
+                check_fits(budget_resources(space, self.arch, self.budget), self.budget, "arch")
             if self.augment.policy == "search":
                 raise ValueError("augment.policy='search' is the joint search (DAAS) and needs arch unset; "
                                  "to search a policy for a fixed network use digits-augsearch / mnist-augsearch")
@@ -107,8 +108,8 @@ class GdasConfig(_ImageConfig, BudgetFields):
         return self
 
 
-def conv_edge_budget(space: CellSpace, budget: tuple[int | None, int | None]) -> int:
-    return cell_conv_edge_budget(space, *budget, lambda a: space.resources(a, latency=False))
+def conv_edge_budget(space: CellSpace, budget: tuple) -> int:
+    return cell_conv_edge_budget(space, *budget[:2], lambda a: budget_resources(space, a, budget), *budget[2:])
 
 
 def _space(cfg: GdasConfig) -> CellSpace:
@@ -332,11 +333,10 @@ class GdasWorkload(Workload):
             out.update(self.alpha_stats(alpha))
             out["op_probs"] = {f"edge{e}": {op: round(float(p[e, i]), 6) for i, op in enumerate(self.space.ops)}
                                for e in range(self.space.num_edges)}
-        res = measure(self.space.child(arch, child_w), self.space.example_input())
+        res = measure(self.space.child(arch, child_w), self.space.example_input(), ops=len(self.cfg.budget or ()) > 2)
         out.update(architecture=arch, resources=res.to_dict())
         if self.max_conv_edges is not None:
-            out["budget"] = {"max_params": self.cfg.max_params, "max_flops": self.cfg.max_flops,
-                             "max_conv_edges": self.max_conv_edges, "met": within(res, *self.cfg.budget)}
+            out["budget"] = {**budget_report(self.cfg.budget, res), "max_conv_edges": self.max_conv_edges}
         if self.policy_search:  # DAAS: the found pair
             beta = self.policy_part(w.detach().to(self.dtype))
             out["architecture"] = {"genotype": arch, "policy": policy_report(self.aug_space, beta)}

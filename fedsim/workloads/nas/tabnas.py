@@ -6,7 +6,8 @@ labelled by the width). Weight-sharing supernet = the MLP with max(widths) units
 uses the first y_l units of layer l (slices of the supernet's matrices, so the weights outside the
 child get an exactly zero gradient and stay bit-for-bit unchanged). Resource T(y) = parameters of
 the child MLP (weights and biases of all layers, input and output included), optionally also its
-FLOPs; feasible set V = {y : params ≤ ``max_params`` [and FLOPs ≤ ``max_flops``]}.
+FLOPs; feasible set V = {y : params ≤ ``max_params`` [and FLOPs ≤ ``max_flops``] [and latency ≤
+``max_latency_ms`` on every UE's device profile, per-op cost model of :mod:`fedsim.workloads.latency`]}.
 
 Flat vector ``w = [supernet weights | θ (L × C controller logits)]`` (θ only with
 ``search_strategy = "reinforce"``). Both go through the strategy and channel: the controller is
@@ -66,6 +67,7 @@ from pydantic import Field, model_validator
 from channels.rng import torch_generator
 from fedsim.workloads.base import LrFn, Workload, WorkloadConfig
 from fedsim.workloads.nas import controller as ctl
+from fedsim.workloads.nas.budget import LatencyFields, limit_mlp_latency
 from fedsim.workloads.nas.tabular import TabularSpace, arch_widths, load_tabular
 from fedsim.workloads.nas.taxonomy import Architecture
 
@@ -75,7 +77,7 @@ _DERIVE_SAMPLES = 4096
 _STATE_KEYS = ("tabnas.num", "tabnas.den")
 
 
-class TabNasConfig(WorkloadConfig):
+class TabNasConfig(WorkloadConfig, LatencyFields):
     """Federated TabNAS: RL controller with rejection sampling over MLP widths (Yang et al., NeurIPS 2022)."""
 
     name: Literal["nas-tabnas"] = "nas-tabnas"
@@ -129,7 +131,8 @@ class TabNasWorkload(Workload):
     def __init__(self, cfg: TabNasConfig, seed: int) -> None:
         self.cfg, self.seed, self.name, self.num_ues = cfg, seed, cfg.name, cfg.num_ues
         self.data = load_tabular(cfg, seed)
-        self.space = TabularSpace(self.data.x_test.shape[1], self.data.num_classes, cfg)
+        self.space = limit_mlp_latency(TabularSpace(self.data.x_test.shape[1], self.data.num_classes, cfg),
+                                       cfg.latency_budget)
         L, C = cfg.hidden_layers, len(cfg.widths)
         self.fixed = None if cfg.arch is None else arch_widths(cfg.arch, L, cfg.widths)
         self.search = self.fixed is None
@@ -138,7 +141,7 @@ class TabNasWorkload(Workload):
         if self.search and not bool(self.space.feasible_idx(torch.zeros(1, L, dtype=torch.long))[0]):
             smallest = int(self.space.params_idx(torch.zeros(1, L, dtype=torch.long))[0])
             raise ValueError(f"no architecture meets the resource constraint: the smallest child has {smallest} "
-                             f"parameters > max_params = {cfg.max_params} (or exceeds max_flops)")
+                             f"parameters > max_params = {cfg.max_params} (or exceeds max_flops / max_latency_ms)")
         hidden = self.fixed or (max(cfg.widths),) * L
         dims = [self.space.d_in, *hidden, self.data.num_classes]
         self._shapes = [s for a, b in zip(dims[:-1], dims[1:], strict=True) for s in ((b, a), (b,))]
@@ -335,6 +338,7 @@ class TabNasWorkload(Workload):
             "feasible": self.space.feasible(arch),
             "max_params": self.cfg.max_params,
             "max_flops": self.cfg.max_flops,
+            **self.space.latency_report(arch),
             "search_strategy": self.cfg.search_strategy,
             "validation_reward": self.validation_reward(net, hidden),
             "feasible_mass": self.feasible_mass(theta),
