@@ -41,16 +41,16 @@ def test_absent_and_unpredicted_class_has_dice_one_and_false_positives_give_zero
 
 
 def test_soft_dice_loss_by_hand() -> None:
-    # one slice of two pixels, classes {0, 1}: logits give p_1 = sigmoid(z1 - z0)
-    logits = torch.tensor([[[[0.0, 0.0]], [[math.log(3.0), -math.log(3.0)]]]], dtype=torch.float64)
-    target = torch.tensor([[[1, 0]]])
-    p1 = [0.75, 0.25]  # softmax of (0, log 3) and (0, -log 3)
-    inter, ps, gs = p1[0], sum(p1), 1.0
+    # one slice of three pixels, classes {0, 1}: logits give p_1 = 0.75, 0.25, 0.25; truth 1, 0, 0
+    z = math.log(3.0)
+    logits = torch.tensor([[[[0.0, 0.0, 0.0]], [[z, -z, -z]]]], dtype=torch.float64)
+    target = torch.tensor([[[1, 0, 0]]])
     eps = 1.0
-    expected = 1 - (2 * inter + eps) / (ps + gs + eps)
+    # class 1 only (background is not in the loss): sum p g = 0.75, sum p = 1.25, sum g = 1
+    expected = 1 - (2 * 0.75 + eps) / (1.25 + 1 + eps)
     got = dice.soft_dice_loss(dice.soft_dice_sums(logits, target), eps)
     assert float(got) == pytest.approx(expected, rel=1e-12)
-    ce = -(math.log(0.75) + math.log(0.75)) / 2
+    ce = -math.log(0.75)  # every pixel puts 0.75 on its true class
     assert float(dice.seg_loss(logits, target, 0.5, eps)) == pytest.approx(ce + 0.5 * expected, rel=1e-12)
 
 
