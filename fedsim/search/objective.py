@@ -18,10 +18,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from fedsim.config import apply_overrides, validate
+from fedsim.config import apply_overrides, to_toml_dict, validate
 from fedsim.errors import ConfigError
 from fedsim.results.rundir import read_metrics
-from fedsim.search.space import FidelitySpace, SearchSpace, assignments
+from fedsim.search.space import FidelitySpace, SearchSpace, assignments, expand_indexed
 from fedsim.sweep import Variant, preflight_sweep, read_index, run_sweep
 
 __all__ = ["Benchmark", "LiveBenchmark"]
@@ -60,27 +60,32 @@ class LiveBenchmark(Benchmark):
                  folder: Path | None = None, *, quiet: bool = True, parallel: bool | None = None) -> None:
         self.base, self.space, self.fidelity, self.metric = base, space, fidelity, metric
         self.folder, self.quiet, self.parallel = folder, quiet, parallel
-        self.num_ues = int(getattr(validate(base, "base experiment").workload, "num_ues", 1))
+        resolved = validate(base, "base experiment")
+        self.num_ues = int(getattr(resolved.workload, "num_ues", 1))
+        self.resolved = to_toml_dict(resolved)
 
     def variant(self, i: int, vid: str, config: dict[str, Any], fidelity: dict[str, Any]) -> Variant:
         """The validated experiment of one candidate (ConfigError naming it if invalid)."""
-        items = assignments(config, fidelity)
+        items = assignments(expand_indexed({**config, **fidelity}, self.resolved))
         data = apply_overrides(self.base, items)
         data.setdefault("output", {})["run_name"] = vid
         return Variant(i, vid, items, validate(data, f"search candidate {vid}"))
 
     def check(self, folder_parent: Path) -> None:
-        """Every single space and fidelity value on the base validates, and the full-fidelity
-        corner candidates pass a single run's preflight: bad input is refused before any write."""
+        """Every single space and fidelity value on the base validates, and those candidates pass
+        a single run's preflight: bad input is refused before any write (ConfigError naming the value)."""
         base_cfg = validate(self.base, "base experiment")
-        centre = {d.key: d.values[0] for d in self.space.dims}
+        first = {d.key: d.values[0] for d in self.space.dims}
+        full = self.fidelity.full()
         variants = []
-        for dims, fixed in ((self.space.dims, self.fidelity.full()), (self.fidelity.dims, centre)):
+        for what, dims in (("space", self.space.dims), ("fidelity", self.fidelity.dims)):
             for d in dims:
                 for v in d.values:
-                    cfg = {**centre, d.key: v} if dims is self.space.dims else centre
-                    fid = {**fixed, d.key: v} if dims is self.fidelity.dims else fixed
-                    variants.append(self.variant(len(variants), f"{d.key}={v}", cfg, fid))
+                    cfg, fid = ({**first, d.key: v}, full) if what == "space" else (first, {**full, d.key: v})
+                    try:
+                        variants.append(self.variant(len(variants), f"check-{len(variants)}", cfg, fid))
+                    except ConfigError as exc:
+                        raise ConfigError(f"{what}.{d.key} = {v!r}: {exc}") from None
         base_cfg.output.dir = str(folder_parent)
         preflight_sweep(variants, base_cfg, parallel=self._parallel(base_cfg.engine.name))
 
@@ -104,7 +109,10 @@ class LiveBenchmark(Benchmark):
         value, cost = None, 0.0
         if run_dir is not None and (run_dir / "summary.json").is_file():
             summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-            value = summary.get("final", {}).get(self.metric) if summary.get("status") == "completed" else None
+            final, status = summary.get("final", {}), summary.get("status")
+            value = final.get(self.metric) if status == "completed" else None
+            if status == "completed" and self.metric not in final:
+                entry = {**entry, "status": f"completed without metric {self.metric!r}"}
             rows = read_metrics(run_dir / "metrics.jsonl")
             cost = float(rows[-1].get("sim_time", 0.0)) if rows else 0.0
         rel = str(run_dir.relative_to(self.folder)) if run_dir is not None and self.folder else None

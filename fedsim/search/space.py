@@ -14,6 +14,7 @@ each list runs from the cheapest to the full fidelity, and the full fidelity is 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,11 @@ import numpy as np
 from fedsim.config import parse_override
 from fedsim.errors import ConfigError
 
-__all__ = ["Dimension", "FidelitySpace", "SearchSpace", "assignments", "canonical_key", "toml_literal"]
+__all__ = ["Dimension", "FidelitySpace", "SearchSpace", "assignments", "canonical_key", "expand_indexed",
+           "toml_literal"]
+
+# ``workload.filters[1]``: one entry of a list-valued key (per-level choices of an architecture)
+_INDEXED = re.compile(r"^(?P<key>[A-Za-z0-9_.-]+)\[(?P<i>[0-9]+)\]$")
 
 
 @dataclass(frozen=True)
@@ -150,3 +155,47 @@ def assignments(*parts: dict[str, Any]) -> list[str]:
 def canonical_key(config: dict[str, Any], fidelity: dict[str, Any]) -> str:
     """One string for a (config, fidelity) pair: sorted keys, compact JSON; the tabular key."""
     return json.dumps({"config": config, "fidelity": fidelity}, sort_keys=True, separators=(",", ":"))
+
+
+def expand_indexed(values: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+    """Fold entries ``key[i] = v`` into whole lists ``key = [...]``, starting from the list that
+    ``resolved`` (the base experiment with every default written out) holds at ``key``. A key
+    that holds one value for every level (``kernels = 3``) becomes a list of its length. Other
+    entries pass through. ConfigError if ``key`` holds no list or ``i`` is past its end."""
+    out: dict[str, Any] = {}
+    lists: dict[str, list[Any]] = {}
+    for name, value in values.items():
+        m = _INDEXED.match(name)
+        if m is None:
+            out[name] = value
+            continue
+        key, i = m.group("key"), int(m.group("i"))
+        if key not in lists:
+            lists[key] = _base_list(resolved, key, name)
+        if i >= len(lists[key]):
+            raise ConfigError(f"space.{name}: {key} has {len(lists[key])} entries in the base experiment")
+        lists[key][i] = value
+    out.update(lists)
+    return out
+
+
+def _base_list(resolved: dict[str, Any], key: str, name: str) -> list[Any]:
+    node: Any = resolved
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, list):
+        return list(node)
+    levels = _levels(resolved, key)
+    if node is not None and levels:
+        return [node] * levels
+    raise ConfigError(f"space.{name}: {key} is not a list in the base experiment (got {node!r})")
+
+
+def _levels(resolved: dict[str, Any], key: str) -> int:
+    """The length of the sibling list that sets the number of levels (``filters`` for a
+    workload's per-level keys), or 0."""
+    parent = resolved
+    for part in key.split(".")[:-1]:
+        parent = parent.get(part, {}) if isinstance(parent, dict) else {}
+    lists = [v for v in parent.values() if isinstance(v, list) and v and all(isinstance(x, int) for x in v)]
+    return len(lists[0]) if lists else 0
