@@ -18,7 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "segmentation_runs.json"
-SIZES = ([4, 8, 16], [8, 16, 32], [13, 26, 52])
+SIZES = ([2, 4, 8], [4, 8, 16], [8, 16, 32], [13, 26, 52])
 FIGURE_SIZE = [8, 16, 32]
 METRICS = ("dice", "dice_lv", "dice_myo", "dice_rv", "accuracy", "loss")
 
