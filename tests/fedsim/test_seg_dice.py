@@ -10,6 +10,8 @@ import torch
 
 from fedsim.workloads.seg import dice
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_hard_dice_matches_a_hand_count() -> None:
     # two 2x3 slices. Slice 0 has no RV (class 3) in the truth; slice 1 has no LV.

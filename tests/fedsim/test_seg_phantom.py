@@ -12,6 +12,8 @@ from scipy import stats
 from fedsim.workloads import build_workload, parse_workload_config
 from fedsim.workloads.seg import phantom
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _geometry(n: int, seed: int = 0, rv_missing: float = 0.0) -> phantom.Geometry:
     return phantom.draw_geometry(np.random.default_rng(seed), n, rv_missing)
