@@ -35,13 +35,18 @@ class UNetArch:
 
     def __post_init__(self) -> None:
         L = len(self.filters)
-        if L < 1 or len(self.kernels) != L or len(self.pooling) != L - 1:
-            raise ValueError(f"need len(kernels) == len(filters) == {L} and len(pooling) == {L - 1}, got "
-                             f"{len(self.kernels)} and {len(self.pooling)}")
-        if any(k % 2 == 0 or k < 1 for k in self.kernels) or any(f < 1 for f in self.filters):
-            raise ValueError(f"kernels must be odd and positive, filters positive: {self}")
+        if L < 1 or any(f < 1 for f in self.filters):
+            raise ValueError(f"filters must be one or more positive channel counts, got {list(self.filters)}")
+        if len(self.kernels) != L:
+            raise ValueError(f"kernels has {len(self.kernels)} entries but filters has {L} levels: give one odd "
+                             f"kernel side per level, or a single number for all")
+        if len(self.pooling) != L - 1:
+            raise ValueError(f"pooling has {len(self.pooling)} entries but {L} levels need {L - 1} (one per "
+                             f"downsampling), or a single 'max'/'avg' for all")
+        if any(k % 2 == 0 or k < 1 for k in self.kernels):
+            raise ValueError(f"kernels must be odd and positive, got {list(self.kernels)}")
         if any(p not in ("max", "avg") for p in self.pooling):
-            raise ValueError(f"pooling must be 'max' or 'avg', got {self.pooling}")
+            raise ValueError(f"pooling must be 'max' or 'avg', got {list(self.pooling)}")
 
 
 def layout(arch: UNetArch) -> list[tuple[str, tuple[int, ...]]]:
