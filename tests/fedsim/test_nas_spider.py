@@ -68,6 +68,9 @@ def test_masking_keeps_the_size_and_masked_ops_add_exactly_zero() -> None:
     th = theta.clone().requires_grad_(True)
     z = sp.forward(sp.layout.views(th), x, ctrl.alive, gates)
     assert torch.equal(z, hand)
+    conv_only = ctrl.alive.clone()
+    conv_only[skip] = False
+    assert torch.equal(sp.forward(v, x, conv_only), hand)  # no gates: the alive mask alone
     (g,) = torch.autograd.grad(F.cross_entropy(z, y), th)
     assert torch.count_nonzero(g[masked]) == 0 and torch.count_nonzero(g[~masked]) > 0
     gates[conv], gates[skip] = -0.02, -0.01  # both off: the skip (larger gate) runs alone
@@ -150,8 +153,12 @@ def test_every_grown_architecture_fits_random_budgets(trial: int) -> None:
     init_params, convs_max = _by_hand_params(c, 6), 2 * 9 * 2
     params = [int(torch.randint(init_params, _by_hand_params(c, convs_max), (1,), generator=g)) for _ in range(3)]
     base_kib = 4 * c * 64 * (1 + 2 * 4) / 1024
-    act = [base_kib + 4 * c * 64 * float(torch.randint(6, 60, (1,), generator=g)) / 1024 for _ in range(3)]
-    wl = _wl(channels=c, max_params=params, max_activation_kib=act)
+    act = [base_kib + 4 * c * 64 * float(torch.randint(12, 60, (1,), generator=g)) / 1024 for _ in range(3)]
+    # trials 0, 3: params only; 1, 4: activations only; 2, 5: both
+    wl = _wl(channels=c, max_params=params if trial % 3 != 1 else None,
+             max_activation_kib=act if trial % 3 != 0 else None)
+    params = params if trial % 3 != 1 else [10**9]
+    act = act if trial % 3 != 0 else [1e9]
     sp = wl.space
     ctrl = initial_control(sp.from_arch(wl.cfg.init_arch) if wl.cfg.init_arch else decode(
         wl.split(wl.init_params())[1], sp.num_ops, 5, 0.05).alive, 5, 0.01)
@@ -194,13 +201,30 @@ def test_growth_is_seeded_and_ties_follow_the_seed() -> None:
     assert len(set(picks)) > 1
 
 
-def _serverfree(tmp_path, seed: int):
+def test_ues_take_the_same_decisions_from_the_same_received_vector() -> None:
+    """With lr = 0 a UE's round is its evolution alone: three UEs (different data) given the same
+    received vector at a growth round return the same weights, gates, states and windows (only the
+    growth scores, measured on their own data, differ)."""
+    wl = _wl(grow_every=1, grow_until=1.0, prune_window=2)
+    w = wl.init_params()
+    w[-wl.space.num_ops :] = torch.rand(wl.space.num_ops, generator=torch.Generator().manual_seed(0))  # scores
+    outs = torch.stack([wl.local_train(w, k, 2, 2, lambda s: 0.0, {}) for k in range(3)])
+    n = wl.space.num_ops
+    same = wl.theta_dim + n * (2 + wl.cfg.prune_window)  # θ, gates, states, windows
+    assert torch.equal(outs[0, :same], outs[1, :same]) and torch.equal(outs[0, :same], outs[2, :same])
+    grown = wl.decoded(outs[0])[1].alive & ~wl.decoded(w)[1].alive
+    assert bool(grown.any()) and not torch.equal(outs[0, same:], outs[1, same:])
+
+
+def _serverfree(tmp_path, seed: int, noisy: bool = False):
+    channel = ["channel.interference={name='sas', alpha=1.5}", "channel.gsnr_db=60.0"] if noisy \
+        else ["channel.interference='none'"]
     cfg = validate(apply_overrides({"workload": {"name": "nas-spider", "num_ues": 3, "batch_size": 16,
                                                  "grow_every": 1, "grow_until": 1.0, "prune_window": 2,
                                                  "retrain_rounds": 0}}, [
         "engine.name='inline'", "output.plot=false", f"output.dir='{tmp_path}'", "rounds=4", "checkpoint.every=0",
         "train.local_steps=2", "train.lr.eta=0.2", f"seed={seed}", "eval_every=4",
-        "strategy.name='serverfree-relay'", "strategy.transmit='update'", "channel.interference='none'"]))
+        "strategy.name='serverfree-relay'", "strategy.transmit='update'", *channel]))
     return execute(cfg, quiet=True)
 
 
@@ -236,6 +260,17 @@ def test_shipped_experiment_tiny(tmp_path) -> None:
                     for pairs in cell.values() for op, _ in pairs)
         assert found["resources"]["params"] == _by_hand_params(8, convs) <= 5000
         assert found["budget"]["met"] and found["retrain"]["status"] == "completed"
+
+
+def test_serverfree_noisy_channel_decodes_the_same_architecture_on_every_ue(tmp_path) -> None:
+    """Server-free under alpha = 1.5 interference (60 dB): the UEs' vectors differ (channel noise on
+    every entry), but the re-quantised states and windows agree on every UE."""
+    run = _serverfree(tmp_path, 5, noisy=True)
+    wl, models = run.experiment.cpu_workload, run.final.models.cpu()
+    assert not torch.equal(models[0], models[1])
+    ctrls = [wl.decoded(m)[1] for m in models]
+    for c in ctrls[1:]:
+        assert torch.equal(c.state, ctrls[0].state) and torch.equal(c.history, ctrls[0].history)
 
 
 @pytest.mark.slow
