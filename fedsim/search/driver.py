@@ -54,7 +54,7 @@ def make_benchmark(spec: SearchSpec, folder: Path | None = None, quiet: bool = T
                 raise ConfigError(f"tabular mode: [{what}] differs from the table's {theirs}; omit it")
         return bench
     return LiveBenchmark(spec.base, SearchSpace(spec.space), FidelitySpace(spec.fidelity), spec.metric,
-                         folder, quiet=quiet)
+                         folder, quiet=quiet, reward_source=spec.reward.source)
 
 
 def prepare_search(spec: SearchSpec, out: Path) -> Benchmark:
@@ -157,10 +157,14 @@ class _Trace:
                 res: dict[str, Any]) -> None:
         value = res["value"] if res["value"] is not None else self.spec.fail_value
         prev = self.cache.get((key[0], key[1], key[2] - 1))
-        k = int(cand[1].get("workload.num_ues", self.bench.num_ues))
-        reward = self.link.combine(np.full(max(k, 1), value), None, seed=self.seed, round=key[2])
+        if "ue_values" in res:  # each UE's own metric, weighted by its data share
+            values, weights = np.asarray(res["ue_values"]), np.asarray(res["ue_weights"])
+        else:  # every UE reports the pooled value
+            values, weights = np.full(max(int(cand[1].get("workload.num_ues", self.bench.num_ues)), 1), value), None
+        reward = self.link.combine(values, weights, seed=self.seed, round=key[2])
+        exact = float(np.dot(values, weights) / np.sum(weights)) if weights is not None else float(value)
         rec = {"method": key[0], "seed": key[1], "n": key[2], "config": cand[0], "fidelity": cand[1],
-               "value": value, "reward": reward, "cost": res["cost"],
+               "value": value, "reward": reward, "reward_exact": exact, "cost": res["cost"],
                "cum_cost": (prev["cum_cost"] if prev else 0.0) + res["cost"],
                "status": res.get("status"), "run_dir": res.get("run_dir"), "failed": res["value"] is None}
         with open(self.folder / CANDIDATES, "a", encoding="utf-8") as f:

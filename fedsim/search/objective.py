@@ -22,7 +22,9 @@ from fedsim.config import apply_overrides, to_toml_dict, validate
 from fedsim.errors import ConfigError
 from fedsim.results.rundir import read_metrics
 from fedsim.search.space import FidelitySpace, SearchSpace, assignments, expand_indexed
+from fedsim.search.ue_reward import check_ue_validation, ue_rewards
 from fedsim.sweep import Variant, preflight_sweep, read_index, run_sweep
+from fedsim.workloads.registry import build_workload
 
 __all__ = ["Benchmark", "LiveBenchmark"]
 
@@ -57,8 +59,10 @@ class LiveBenchmark(Benchmark):
     """Evaluate candidates by running them: one sweep per batch in ``folder``."""
 
     def __init__(self, base: dict[str, Any], space: SearchSpace, fidelity: FidelitySpace, metric: str,
-                 folder: Path | None = None, *, quiet: bool = True, parallel: bool | None = None) -> None:
+                 folder: Path | None = None, *, quiet: bool = True, parallel: bool | None = None,
+                 reward_source: str = "pooled") -> None:
         self.base, self.space, self.fidelity, self.metric = base, space, fidelity, metric
+        self.reward_source = reward_source
         self.folder, self.quiet, self.parallel = folder, quiet, parallel
         resolved = validate(base, "base experiment")
         self.num_ues = int(getattr(resolved.workload, "num_ues", 1))
@@ -86,6 +90,11 @@ class LiveBenchmark(Benchmark):
                         variants.append(self.variant(len(variants), f"check-{len(variants)}", cfg, fid))
                     except ConfigError as exc:
                         raise ConfigError(f"{what}.{d.key} = {v!r}: {exc}") from None
+        if self.reward_source == "ue-validation":
+            if base_cfg.checkpoint.every == 0:
+                raise ConfigError("reward.source = 'ue-validation' reads the final model from the last checkpoint; "
+                                  "do not set checkpoint.every = 0")
+            check_ue_validation(build_workload(base_cfg.workload, base_cfg.seed), "base experiment")
         base_cfg.output.dir = str(folder_parent)
         preflight_sweep(variants, base_cfg, parallel=self._parallel(base_cfg.engine.name))
 
@@ -116,5 +125,12 @@ class LiveBenchmark(Benchmark):
             rows = read_metrics(run_dir / "metrics.jsonl")
             cost = float(rows[-1].get("sim_time", 0.0)) if rows else 0.0
         rel = str(run_dir.relative_to(self.folder)) if run_dir is not None and self.folder else None
-        return {"value": None if value is None else float(value), "cost": cost, "run_dir": rel,
-                "status": entry.get("status")}
+        out = {"value": None if value is None else float(value), "cost": cost, "run_dir": rel,
+               "status": entry.get("status")}
+        if self.reward_source == "ue-validation" and value is not None and run_dir is not None:
+            try:
+                r, q = ue_rewards(run_dir, self.metric)
+                out.update(ue_values=r.tolist(), ue_weights=q.tolist())
+            except (ConfigError, KeyError) as exc:
+                out.update(value=None, status=f"no UE rewards: {exc}")
+        return out

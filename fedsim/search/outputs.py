@@ -142,8 +142,8 @@ def plot_curves(rows: list[dict[str, Any]], out: Path, metric: str) -> list[Path
 def write_outputs(folder: Path, spec: SearchSpec, bench: Benchmark, records: list[dict[str, Any]],
                   plot: bool = True) -> None:
     """candidates.csv, curves.csv, the figure and summary.json (the best candidate per trace)."""
-    cols = ["method", "seed", "n", "config", "fidelity", "value", "reward", "cost", "cum_cost", "status",
-            "run_dir", "failed"]
+    cols = ["method", "seed", "n", "config", "fidelity", "value", "reward", "reward_exact", "cost", "cum_cost",
+            "status", "run_dir", "failed"]
     atomic_write_text(folder / "candidates.csv", _csv(records, cols))
     rows = summarise(records, bench, spec)
     curve_cols = ["method", "axis", "x", "seeds", "best_median", "best_q25", "best_q75",

@@ -159,8 +159,7 @@ def canonical_key(config: dict[str, Any], fidelity: dict[str, Any]) -> str:
 
 def expand_indexed(values: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
     """Fold entries ``key[i] = v`` into whole lists ``key = [...]``, starting from the list that
-    ``resolved`` (the base experiment with every default written out) holds at ``key``. A key
-    that holds one value for every level (``kernels = 3``) becomes a list of its length. Other
+    ``resolved`` (the base experiment with every default written out) holds at ``key``. Other
     entries pass through. ConfigError if ``key`` holds no list or ``i`` is past its end."""
     out: dict[str, Any] = {}
     lists: dict[str, list[Any]] = {}
@@ -185,17 +184,5 @@ def _base_list(resolved: dict[str, Any], key: str, name: str) -> list[Any]:
         node = node.get(part) if isinstance(node, dict) else None
     if isinstance(node, list):
         return list(node)
-    levels = _levels(resolved, key)
-    if node is not None and levels:
-        return [node] * levels
-    raise ConfigError(f"space.{name}: {key} is not a list in the base experiment (got {node!r})")
-
-
-def _levels(resolved: dict[str, Any], key: str) -> int:
-    """The length of the sibling list that sets the number of levels (``filters`` for a
-    workload's per-level keys), or 0."""
-    parent = resolved
-    for part in key.split(".")[:-1]:
-        parent = parent.get(part, {}) if isinstance(parent, dict) else {}
-    lists = [v for v in parent.values() if isinstance(v, list) and v and all(isinstance(x, int) for x in v)]
-    return len(lists[0]) if lists else 0
+    raise ConfigError(f"space.{name}: {key} is not a list in the base experiment (got {node!r}); give the base "
+                      f"a list, e.g. set = [\"{key}=[...]\"] with one entry per level")

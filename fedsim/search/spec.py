@@ -66,6 +66,9 @@ class TpeParams(_Part):
 class RewardParams(_Part):
     """How the UEs' scalar rewards reach every UE."""
 
+    source: Literal["pooled", "ue-validation"] = Field(
+        "pooled", description="pooled: every UE reports the run's final metric on the pooled test set; "
+                              "ue-validation: UE k reports the final model's metric on its own validation data")
     transport: Literal["digital", "analog"] = Field(
         "digital", description="digital: the weighted sum exactly; analog: over the air through `channel`")
     channel: ChannelConfig = Field(default_factory=lambda: ChannelConfig(interference="gaussian", gsnr_db=20.0),
@@ -129,6 +132,9 @@ def spec_from_data(data: dict[str, Any], source: str = "search spec", root: Path
         if not spec.space:
             raise ConfigError(f"{source}: a live search needs a [space] table")
         validate(spec.base, f"{source}: base experiment")
+    if spec.mode == "tabular" and spec.reward.source != "pooled":
+        raise ConfigError(f"{source}: reward.source = {spec.reward.source!r} needs live runs (the table holds "
+                          "pooled values only)")
     if spec.hyperband.fidelity is not None and spec.hyperband.fidelity not in spec.fidelity and spec.mode == "live":
         raise ConfigError(f"{source}: hyperband.fidelity = {spec.hyperband.fidelity!r} is not a [fidelity] key")
     if any(m in ("hyperband", "sh") for m in spec.methods) and spec.mode == "live" and not spec.fidelity:

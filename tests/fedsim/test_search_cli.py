@@ -32,6 +32,10 @@ BAD = {
     "hyperband without fidelity": LIVE.replace('["random"]', '["hyperband"]'),
     "tabular space differs": 'mode = "tabular"\n[space]\n"train.lr.eta" = [0.1]\n',
     "zero budget": LIVE.replace("budget = 2", "budget = 0"),
+    "ue rewards from a table": 'mode = "tabular"\n[reward]\nsource = "ue-validation"\n',
+    "ue rewards without validation data": LIVE.replace('"engine.name=inline"',
+                                                       '"engine.name=inline", "workload.num_ues=3"')
+    + '[reward]\nsource = "ue-validation"\n',
 }
 
 

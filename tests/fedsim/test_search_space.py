@@ -22,7 +22,7 @@ def test_grid_points_and_rounding():
 
 
 def test_indexed_keys_fold_into_the_base_lists():
-    resolved = {"workload": {"filters": [8, 16, 32], "kernels": 3, "pooling": ["max", "max"]}, "rounds": 5}
+    resolved = {"workload": {"filters": [8, 16, 32], "kernels": [3, 3, 3], "pooling": ["max", "max"]}, "rounds": 5}
     got = expand_indexed({"workload.filters[1]": 48, "workload.kernels[2]": 5, "workload.pooling[0]": "avg",
                           "rounds": 2}, resolved)
     assert got == {"rounds": 2, "workload.filters": [8, 48, 32], "workload.kernels": [3, 3, 5],
@@ -32,11 +32,14 @@ def test_indexed_keys_fold_into_the_base_lists():
         expand_indexed({"workload.filters[3]": 8}, resolved)
     with pytest.raises(ConfigError, match="not a list"):
         expand_indexed({"rounds[0]": 8}, resolved)
+    with pytest.raises(ConfigError, match="not a list"):
+        expand_indexed({"workload.kernels[0]": 5}, {"workload": {"kernels": 3}})
 
 
 def test_live_candidate_is_the_validated_experiment():
     base = read_toml("seg_unet")
     base["sweep"] = {}
+    base["workload"].update(filters=[8, 16, 32], pooling=["max", "max"])
     space = SearchSpace({"workload.filters[0]": [4, 8], "workload.pooling[1]": ["max", "avg"]})
     bench = LiveBenchmark(base, space, FidelitySpace({"rounds": [2, 30]}), "dice")
     v = bench.variant(0, "x", space.config([0, 1]), {"rounds": 2})
