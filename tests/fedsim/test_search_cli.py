@@ -72,3 +72,10 @@ def test_tabular_search_writes_candidates_curves_and_figure(tmp_path):
     assert (folder / "figures" / "search-curves.png").is_file()
     summary = json.loads((folder / "summary.json").read_text())
     assert set(summary["final"]) == {"rl", "random"}
+
+
+def test_resume_of_a_folder_that_is_not_a_search_exits_2(tmp_path):
+    (tmp_path / "x").mkdir()
+    result = CliRunner().invoke(app, ["search", "--resume", str(tmp_path / "x"), "--quiet"])
+    assert result.exit_code == 2 and "not a search folder" in result.output
+    assert list((tmp_path / "x").iterdir()) == []
