@@ -29,6 +29,7 @@ WORKLOADS: Registry[type[WorkloadConfig]] = Registry("workload", {
     "nas-tabnas": "fedsim.workloads.nas.tabnas:TabNasConfig",
     "nas-spider": "fedsim.workloads.nas.spider:SpiderConfig",
     "graph-hgpsl": "fedsim.workloads.graph_hgpsl:GraphHgpslConfig",
+    "latency-predictor": "fedsim.workloads.latency.predictor:LatencyPredictorConfig",
     "seg-unet": "fedsim.workloads.seg.seg_unet:SegUnetConfig",
 }, group="fedsim.workloads")
 

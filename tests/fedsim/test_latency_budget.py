@@ -15,10 +15,9 @@ from fedsim.workloads import build_workload
 from fedsim.workloads.latency import LatencyBudget, cost_model, op_summary, predict_ms
 from fedsim.workloads.latency.costmodel import mlp_features
 from fedsim.workloads.latency.space import PROFILES
-from fedsim.workloads.nas.budget import cell_conv_edge_budget, cell_derive_within, cell_genotype_with
+from fedsim.workloads.nas.budget import cell_derive_within, cell_latency_costs, cell_random_within
 from fedsim.workloads.nas.dash import DashConfig
 from fedsim.workloads.nas.gdas import GdasConfig, GdasWorkload
-from fedsim.workloads.nas.resources import measure
 from fedsim.workloads.nas.tabnas import TabNasConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -87,20 +86,43 @@ def test_tabnas_found_architecture_meets_every_ue() -> None:
     assert found >= 2
 
 
-def test_gdas_found_genotype_meets_every_ue() -> None:
-    space = GdasWorkload(GdasConfig(num_ues=3, total_steps=20), seed=0).space
-    lat = [_ms(space, cell_genotype_with(space, k, "conv3x3", "skip"), "t1-b1") for k in (0, 6)]
+def _all_genotypes(space):
+    per_node = [[[[o1, i1], [o2, i2]] for i1, i2 in itertools.combinations(range(2 + j), 2)
+                 for o1 in space.real_ops for o2 in space.real_ops] for j in range(space.nodes)]
+    for choice in itertools.product(*per_node):
+        yield {f"node{j}": pairs for j, pairs in enumerate(choice)}
+
+
+@pytest.mark.slow
+def test_gdas_latency_is_additive_and_derivation_is_the_brute_force_optimum() -> None:
+    space = GdasWorkload(GdasConfig(num_ues=3, total_steps=20, nodes=2), seed=0).space  # 1 875 genotypes
+    genotypes = list(_all_genotypes(space))
+    budget = LatencyBudget(("t1-b1", "t1-b2-slowk3"), (1.0, 1.0))
+    base, delta, _ = cell_latency_costs(space, budget)
+
+    def additive(arch) -> np.ndarray:
+        idx = [space.real_ops.index(op) for j in range(space.nodes) for op, _ in arch[f"node{j}"]]
+        return base + delta[:, idx].sum(1)
+
     rng, g = np.random.default_rng(2), torch.Generator().manual_seed(2)
-    for _ in range(4):
-        budget = LatencyBudget(("t1-b1", "t1-b4"), (float(rng.uniform(*lat)), float(rng.uniform(lat[0], 4 * lat[1]))))
-        try:
-            k = cell_conv_edge_budget(space, None, None, lambda a: measure(space.child(a), space.example_input(),
-                                                                           latency=False, ops=True), budget)
-        except ValueError:
-            continue
-        for _ in range(3):
-            arch = cell_derive_within(space, torch.randn(space.num_edges, len(space.ops), generator=g), k)
-            assert all(_ms(space, arch, p) <= lim for p, lim in zip(budget.profiles, budget.limits, strict=True))
+    for i in rng.choice(len(genotypes), 6, replace=False):  # the additive cost is the counted cost
+        assert additive(genotypes[i]) == pytest.approx([_ms(space, genotypes[i], p) for p in budget.profiles],
+                                                       rel=1e-9)
+    costs = np.array([additive(a) for a in genotypes])
+    for _ in range(5):
+        lims = tuple(float(rng.uniform(*np.quantile(costs[:, p], [0.02, 0.9]))) for p in range(2))
+        b = LatencyBudget(budget.profiles, lims)
+        alpha = torch.randn(space.num_edges, len(space.ops), generator=g)
+        logp = space.probs(alpha).log()
+        score = [sum(float(logp[space.edge(j, i), space.ops.index(op)]) for j in range(space.nodes)
+                     for op, i in a[f"node{j}"]) for a in genotypes]
+        ok = (costs <= np.array(lims)).all(1)
+        found = cell_derive_within(space, alpha, 2 * space.nodes, b)
+        assert all(_ms(space, found, p) <= lim for p, lim in zip(b.profiles, lims, strict=True))  # counted
+        k = genotypes.index(found)
+        assert score[k] == pytest.approx(max(s for s, o in zip(score, ok, strict=True) if o), abs=1e-9)
+        drawn = cell_random_within(space, g, 2 * space.nodes, b)
+        assert all(_ms(space, drawn, p) <= lim for p, lim in zip(b.profiles, lims, strict=True))
 
 
 def test_dash_found_architecture_meets_every_ue() -> None:
@@ -123,3 +145,26 @@ def test_dash_found_architecture_meets_every_ue() -> None:
         arch = wl.derive(w)
         assert _ms(wl.space, arch, "t1-b1") <= lims[0] and _ms(wl.space, arch, "t1-b2-slowk3") <= lims[1]
     assert found >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", [
+    {"name": "nas-gdas", "val_fraction": 0.3, "max_latency_ms": [0.9, 1.2, 1.5]},
+    {"name": "nas-dash", "dataset": "digits", "channels": [4, 8], "max_latency_ms": 1.0},
+    {"name": "nas-tabnas", "max_latency_ms": 1.0, "latency_profiles": ["t1-b4"]},
+])
+def test_federated_search_meets_every_ue_budget(tmp_path, workload: dict) -> None:
+    import json
+
+    from fedsim.config import apply_overrides, validate
+    from fedsim.runner import run_experiment
+
+    base = validate(apply_overrides({"workload": {"num_ues": 3, **workload}}, []))
+    lat = base.workload.latency_budget
+    cfg = validate(apply_overrides({"workload": {"num_ues": 3, **workload}}, [
+        "engine.name='inline'", "output.plot=false", f"output.dir='{tmp_path}'", "rounds=2", "train.local_steps=2",
+        "checkpoint.every=0", "workload.retrain_rounds=1"]))
+    found = json.loads((run_experiment(cfg, quiet=True) / "architecture.json").read_text())
+    per_ue = found.get("latency_ms_per_ue") or found["budget"]["latency_ms_per_ue"]
+    assert all(t <= lim for t, lim in zip(per_ue, lat.limits, strict=True))
+    assert found["retrain"]["status"] == "completed"

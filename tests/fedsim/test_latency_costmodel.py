@@ -22,7 +22,7 @@ from fedsim.workloads.latency.space import NUM_ARCHS, PROFILES, Cnn3, decode
 from fedsim.workloads.latency.table import shipped_table
 
 
-@pytest.mark.parametrize("index", [0, 1234, 2771, NUM_ARCHS - 1])
+@pytest.mark.parametrize("index", [2771, NUM_ARCHS - 1])
 def test_counted_summary_matches_closed_form(index: int) -> None:
     layers = [tuple(map(int, lk)) for lk in decode(index)[0]]
     counted = op_summary(Cnn3(layers).eval(), torch.zeros(1, 1, 28, 28))

@@ -36,7 +36,7 @@ class LatencyBudget:
             raise ValueError(f"unknown device profile(s) {bad}; known: {', '.join(known)}")
         return cls(tuple(names[n % len(names)] for n in range(num_ues)), tuple(limits))
 
-    def _pairs(self) -> list[tuple[str, float]]:
+    def pairs(self) -> list[tuple[str, float]]:
         """The distinct (profile, tightest limit) pairs: UEs sharing a profile bind at their minimum."""
         best: dict[str, float] = {}
         for p, lim in zip(self.profiles, self.limits, strict=True):
@@ -49,6 +49,10 @@ class LatencyBudget:
         cache = {p: model.predict_ms(summary, p) for p in set(self.profiles)}
         return [cache[p] for p in self.profiles]
 
+    def cost_of(self, summary: OpSummary, profile: str) -> float:
+        """Predicted ms of a network with op ``summary`` on ``profile``."""
+        return cost_model().predict_ms(summary, profile)
+
     def slack(self, summary: OpSummary) -> list[float]:
         """``limits[n] - latency[n]`` per UE (negative: over budget)."""
         return [lim - t for lim, t in zip(self.limits, self.latencies(summary), strict=True)]
@@ -60,13 +64,13 @@ class LatencyBudget:
         """``[M]`` bool: MLPs with hidden ``widths [M, L]`` meet every UE's limit (vectorised)."""
         ok = torch.ones(widths.shape[0], dtype=torch.bool)
         model = cost_model()
-        for name, lim in self._pairs():
+        for name, lim in self.pairs():
             p, coef = model.profile(name)
             ok &= mlp_features(widths, d_in, classes, p) @ torch.as_tensor(coef) <= lim
         return ok
 
     def text(self) -> str:
-        return "max_latency_ms " + ", ".join(f"{lim:g} on {p}" for p, lim in self._pairs())
+        return "max_latency_ms " + ", ".join(f"{lim:g} on {p}" for p, lim in self.pairs())
 
 
 def summary_features(summary: OpSummary, profile: str) -> torch.Tensor:

@@ -15,9 +15,11 @@ with the most probable non-``none`` op). With a budget it is found exactly:
 ``max_latency_ms`` (one number or one per UE) bounds the latency of the child on every UE's device
 profile (``latency_profiles``, UE n -> profile n mod their number), priced by the per-op cost model of
 :mod:`fedsim.workloads.latency` from the child's op summary; the found architecture meets every UE's
-limit. The cell space's conv-edge knapsack stays exact for it: the cost model is additive over ops, so
-a genotype with k conv edges costs at most the dearest genotype made of one conv op and one free op,
-and ``max_conv_edges`` is the largest k for which every such genotype fits.
+limit. In the cell space the cost model is additive over ops and an edge's ops do not depend on
+which node feeds it, so a genotype costs the all-``ops[0]`` genotype plus one per-op increment per edge
+(measured once per profile from the uniform genotypes); the derivation then searches every per-node op
+pair combination exactly (|ops|^(2·nodes), each node's inputs the best for its ops), and random search
+redraws until the genotype fits.
 
 Resources come from :func:`fedsim.workloads.nas.resources.measure` of real children, never from a
 formula, so the budget means what ``architecture.json`` reports. The constraint acts when the
@@ -26,15 +28,17 @@ architecture is derived (and on random-search candidates); the supernet search i
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import BaseModel, Field, model_validator
 
-from fedsim.workloads.latency import LatencyBudget
+from fedsim.workloads.latency import LatencyBudget, op_summary
 from fedsim.workloads.nas.cells import PARAM_OPS
 from fedsim.workloads.nas.resources import Resources, measure
 
@@ -154,27 +158,58 @@ def cell_genotype_with(space: Any, conv_edges: int, conv: str | None = None, fre
 
 def cell_conv_edge_budget(space: Any, max_params: int | None, max_flops: int | None,
                           resources: Callable[[Architecture], Resources], latency: LatencyBudget | None = None) -> int:
-    """The most conv edges a genotype may keep within the budget (with a latency budget: every
-    genotype of one conv op and one free op with that many conv edges fits). ValueError when even the
-    smallest genotype exceeds it (naming the smallest genotype's params and FLOPs)."""
-    conv_ops = [o for o in space.real_ops if o in PARAM_OPS]
-    free_ops = [o for o in space.real_ops if o not in PARAM_OPS]
-    counts = range(0 if free_ops else 2 * space.nodes, (2 * space.nodes if conv_ops else 0) + 1)
-    variants = list(itertools.product(conv_ops or [None], free_ops or [None])) if latency else [(None, None)]
+    """The most conv edges a genotype may keep within ``max_params``/``max_flops``. ValueError when even
+    the smallest genotype exceeds it (naming its params and FLOPs), or, with a ``latency`` budget, when no
+    genotype within that count meets every UE's latency limit (the latency is then enforced exactly by
+    :func:`cell_derive_within` / :func:`cell_random_within`)."""
+    has_free = any(o not in PARAM_OPS for o in space.real_ops)
+    has_conv = any(o in PARAM_OPS for o in space.real_ops)
+    counts = range(0 if has_free else 2 * space.nodes, (2 * space.nodes if has_conv else 0) + 1)
     best = None
     for k in counts:
-        all_res = [resources(cell_genotype_with(space, k, c, f)) for c, f in variants]
-        res = max(all_res, key=lambda r: -min(latency.slack(r.ops)) if latency else 0)
-        if not all(within(r, max_params, max_flops, latency) for r in all_res):
+        res = resources(cell_genotype_with(space, k))
+        if not within(res, max_params, max_flops):
             if best is None:
                 raise ValueError(f"no genotype meets {budget_text(max_params, max_flops)}: the smallest has "
                                  f"{res.params} parameters and {res.flops} FLOPs per example")
             break
         best = k
+    if latency is not None:
+        cell_derive_within(space, torch.zeros(space.num_edges, len(space.ops)), int(best), latency)
     return int(best)
 
 
-def cell_random_within(space: Any, generator: torch.Generator, max_conv_edges: int) -> Architecture:
+@functools.lru_cache(maxsize=32)
+def cell_latency_costs(space: Any, latency: LatencyBudget) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per distinct profile p (rows): the latency ``base[p]`` of the genotype using ``real_ops[0]`` on every
+    edge, ``delta[p, r]`` the extra ms of op r on one edge (the cost model is additive over ops and an
+    edge's ops do not depend on its input, so a genotype costs base + Σ_edges delta[op]) and ``limit[p]``."""
+    edges = 2 * space.nodes
+    pairs = latency.pairs()
+    summaries = [op_summary(space.child(cell_genotype_with(space, edges if o in PARAM_OPS else 0, o, o)),
+                            space.example_input()) for o in space.real_ops]  # every edge op o
+    lat = np.array([[latency.cost_of(sm, p) for sm in summaries] for p, _ in pairs])
+    return lat[:, 0], (lat - lat[:, :1]) / edges, np.array([lim for _, lim in pairs])
+
+
+def _cell_cost_ok(space: Any, latency: LatencyBudget, ops: list[list[str]]) -> bool:
+    base, delta, limit = cell_latency_costs(space, latency)
+    idx = [space.real_ops.index(o) for node in ops for o in node]
+    return bool(np.all(base + delta[:, idx].sum(1) <= limit + 1e-12))
+
+
+def cell_random_within(space: Any, generator: torch.Generator, max_conv_edges: int,
+                       latency: LatencyBudget | None = None, tries: int = 10_000) -> Architecture:
+    """:func:`_cell_random_within`; with ``latency``, redrawn until the genotype meets every UE's limit."""
+    for _ in range(tries):
+        arch = _cell_random_within(space, generator, max_conv_edges)
+        if latency is None or _cell_cost_ok(space, latency, [[op for op, _ in arch[f"node{j}"]]
+                                                             for j in range(space.nodes)]):
+            return arch
+    raise ValueError(f"no genotype within {latency.text()} in {tries} uniform draws; relax max_latency_ms")
+
+
+def _cell_random_within(space: Any, generator: torch.Generator, max_conv_edges: int) -> Architecture:
     """A uniform genotype conditioned on keeping at most ``max_conv_edges`` conv edges, drawn
     exactly (no rejection, so a tight budget cannot stall): the number of conv edges from the
     truncated binomial, which of the ``2·nodes`` edges they are uniformly, then inputs and ops
@@ -200,9 +235,13 @@ def cell_random_within(space: Any, generator: torch.Generator, max_conv_edges: i
     return arch
 
 
-def cell_derive_within(space: Any, alpha: torch.Tensor, max_conv_edges: int) -> Architecture:
+def cell_derive_within(space: Any, alpha: torch.Tensor, max_conv_edges: int,
+                       latency: LatencyBudget | None = None) -> Architecture:
     """The genotype of largest Σ log softmax(α) over its kept edges' ops with at most
-    ``max_conv_edges`` conv edges (exact; ties: the first found, inputs and ops in index order)."""
+    ``max_conv_edges`` conv edges (exact; ties: the first found, inputs and ops in index order); with
+    ``latency`` also within every UE's limit (exact, :func:`_cell_derive_latency`)."""
+    if latency is not None:
+        return _cell_derive_latency(space, alpha, max_conv_edges, latency)
     logp = space.probs(alpha).log()
     conv_idx = [i for i, o in enumerate(space.ops) if o in PARAM_OPS]
     free_idx = [i for i, o in enumerate(space.ops) if o not in PARAM_OPS and o != "none"]
@@ -235,6 +274,51 @@ def cell_derive_within(space: Any, alpha: torch.Tensor, max_conv_edges: int) -> 
         raise ValueError(f"no genotype has at most {max_conv_edges} conv edges")
     _, chosen = max(table.values(), key=lambda v: v[0])
     return {f"node{j}": pairs for j, pairs in enumerate(chosen)}
+
+
+def _cell_derive_latency(space: Any, alpha: torch.Tensor, max_conv_edges: int, latency: LatencyBudget,
+                         limit: int = 4_000_000) -> Architecture:
+    """Exact search over per-node op pairs (|ops|^(2·nodes) combinations; each node's inputs are then the
+    best pair for its ops, as neither cost depends on them) for the best score within the budget."""
+    logp = space.probs(alpha).log()
+    real = [space.ops.index(o) for o in space.real_ops]
+    r = len(real)
+    if r ** (2 * space.nodes) > limit:
+        raise ValueError(f"a latency budget on {space.nodes} nodes x {r} ops is too large to search exactly")
+    base, delta, lim = cell_latency_costs(space, latency)
+    conv = torch.tensor([o in PARAM_OPS for o in space.real_ops], dtype=torch.long)
+    node_best = []  # per node: [r, r] best score and its inputs
+    for j in range(space.nodes):
+        best = torch.full((r, r), -math.inf, dtype=torch.float64)
+        arg = [[None] * r for _ in range(r)]
+        for i1, i2 in itertools.combinations(range(2 + j), 2):
+            sc = logp[space.edge(j, i1), real][:, None].double() + logp[space.edge(j, i2), real][None, :].double()
+            better = sc > best
+            for a, b in better.nonzero().tolist():
+                arg[a][b] = (i1, i2)
+            best = torch.where(better, sc, best)
+        node_best.append((best.reshape(-1), arg))
+    score = torch.zeros(1, dtype=torch.float64)
+    cost = torch.zeros(len(base), 1, dtype=torch.float64)
+    nconv = torch.zeros(1, dtype=torch.long)
+    pair_cost = torch.as_tensor(delta)[:, :, None] + torch.as_tensor(delta)[:, None, :]  # [P, r, r]
+    pair_conv = (conv[:, None] + conv[None, :]).reshape(-1)
+    for best, _ in node_best:
+        score = (score[:, None] + best[None, :]).reshape(-1)
+        cost = (cost[:, :, None] + pair_cost.reshape(len(base), 1, -1)).reshape(len(base), -1)
+        nconv = (nconv[:, None] + pair_conv[None, :]).reshape(-1)
+    ok = (torch.as_tensor(base)[:, None] + cost <= torch.as_tensor(lim)[:, None] + 1e-12).all(0)
+    ok &= (nconv <= max_conv_edges) & torch.isfinite(score)
+    if not bool(ok.any()):
+        raise ValueError(f"no genotype meets {latency.text()} (with at most {max_conv_edges} conv edges)")
+    flat = int(torch.where(ok, score, torch.tensor(-math.inf, dtype=torch.float64)).argmax())
+    arch = {}
+    for j in reversed(range(space.nodes)):
+        flat, pick = divmod(flat, r * r)
+        a, b = divmod(pick, r)
+        i1, i2 = node_best[j][1][a][b]
+        arch[f"node{j}"] = [[space.real_ops[a], i1], [space.real_ops[b], i2]]
+    return {f"node{j}": arch[f"node{j}"] for j in range(space.nodes)}
 
 
 # -- layered (k, d) space (nas-dash) --------------------------------------------------------------

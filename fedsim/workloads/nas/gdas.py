@@ -348,13 +348,13 @@ class GdasWorkload(Workload):
         the budget (:mod:`fedsim.workloads.nas.budget`)."""
         if self.max_conv_edges is None:
             return self.space.derive(alpha)
-        return cell_derive_within(self.space, alpha, self.max_conv_edges)
+        return cell_derive_within(self.space, alpha, self.max_conv_edges, self.cfg.latency_budget)
 
     def random_within_budget(self, generator: torch.Generator) -> Architecture:
         """A uniform genotype; with a budget, uniform among those within it."""
         if self.max_conv_edges is None:
             return self.space.random_architecture(generator)
-        return cell_random_within(self.space, generator, self.max_conv_edges)
+        return cell_random_within(self.space, generator, self.max_conv_edges, self.cfg.latency_budget)
 
     def best_random(self, theta: torch.Tensor) -> tuple[Architecture, list[float]]:
         """Random search with weight sharing: ``random_candidates`` uniform genotypes (stream
