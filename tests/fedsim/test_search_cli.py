@@ -79,3 +79,25 @@ def test_resume_of_a_folder_that_is_not_a_search_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["search", "--resume", str(tmp_path / "x"), "--quiet"])
     assert result.exit_code == 2 and "not a search folder" in result.output
     assert list((tmp_path / "x").iterdir()) == []
+
+
+def test_ctrl_c_exits_130_naming_the_folder_to_resume(tmp_path, monkeypatch):
+    from fedsim.search.reward import RewardLink
+
+    calls = {"n": 0}
+    real = RewardLink.combine
+
+    def interrupt_third(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(RewardLink, "combine", interrupt_third)
+    spec = tmp_path / "spec.toml"
+    spec.write_text('name = "c"\nmode = "tabular"\nmethods = ["random"]\nbudget = 6\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["search", str(spec), "--out", str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 130, result.output
+    (folder,) = list((tmp_path / "o").iterdir())
+    assert f"fedsim search --resume {folder}" in result.output.replace("\n", "")
+    assert len((folder / "candidates.jsonl").read_text().splitlines()) == 2
