@@ -19,10 +19,10 @@ The device embedding never leaves the UE: it lives in the UE's ``state`` (key ``
 weights in :meth:`~LatencyPredictor.local_train` (plain SGD, its step ``embed_lr_scale`` × lr).
 
 Evaluation (what a new device would do): the ``holdout_profile`` (never a training UE) measures
-``adapt_shots`` architectures (stream ``"adapt"``); only its embedding is fitted to them (zeros start,
-``adapt_steps`` Adam steps, lr 0.05, shared weights frozen), then every other architecture of the space
-is predicted: ``kendall``, ``spearman`` (``scipy.stats``) and ``mape`` against the table, ``loss`` = the
-mean squared log error.
+``adapt_shots`` architectures (stream ``"adapt"``); only its embedding and one log-scale offset are
+fitted to them (zeros start, ``adapt_steps`` Adam steps, lr 0.05, shared weights frozen), then every
+other architecture of the space is predicted: ``kendall``, ``spearman`` (``scipy.stats``) and ``mape``
+against the table, ``loss`` = the mean squared log error.
 """
 
 from __future__ import annotations
@@ -185,16 +185,18 @@ class LatencyPredictor(Workload):
         return w
 
     # -- evaluation --------------------------------------------------------------------------
-    def adapt_embedding(self, w: torch.Tensor, archs: torch.Tensor, ms: torch.Tensor) -> torch.Tensor:
-        """The embedding of a new device fitted to its measurements ``ms`` of ``archs`` (w frozen)."""
+    def adapt_embedding(self, w: torch.Tensor, archs: torch.Tensor, ms: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The embedding of a new device and a log-scale offset c (prediction × e^c), fitted to its
+        measurements ``ms`` of ``archs`` with the shared weights frozen."""
         w = w.detach().to(_DT)
-        embed = torch.zeros(self.cfg.embed_dim, dtype=_DT, requires_grad=True)
+        embed = torch.zeros(self.cfg.embed_dim + 1, dtype=_DT, requires_grad=True)
         opt = torch.optim.Adam([embed], lr=0.05)
         for _ in range(self.cfg.adapt_steps):
             opt.zero_grad()
-            (self.predict_log_ms(w, embed, archs) - ms.log()).pow(2).mean().backward()
+            (self.predict_log_ms(w, embed[:-1], archs) + embed[-1] - ms.log()).pow(2).mean().backward()
             opt.step()
-        return embed.detach()
+        embed = embed.detach()
+        return embed[:-1], float(embed[-1])
 
     def evaluate(self, w: torch.Tensor) -> dict[str, float]:
         """Held-out device: ``loss`` (mean squared log error), ``kendall``, ``spearman``, ``mape``
@@ -202,9 +204,9 @@ class LatencyPredictor(Workload):
         w = w.detach().to(_DT).cpu()
         if not bool(torch.isfinite(w).all()):
             return {"loss": float("inf"), "kendall": float("nan"), "spearman": float("nan"), "mape": float("nan")}
-        embed = self.adapt_embedding(w, self.adapt_archs, self.holdout_ms[self.adapt_archs])
+        embed, offset = self.adapt_embedding(w, self.adapt_archs, self.holdout_ms[self.adapt_archs])
         with torch.no_grad():
-            log_pred = self.predict_log_ms(w, embed, self.test_archs)
+            log_pred = self.predict_log_ms(w, embed, self.test_archs) + offset
         true = self.holdout_ms[self.test_archs]
         out = {"loss": float((log_pred - true.log()).pow(2).mean())}
         out.update(ranking_metrics(log_pred.exp().numpy(), true.numpy()))
