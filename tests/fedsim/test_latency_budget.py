@@ -125,6 +125,7 @@ def test_gdas_latency_is_additive_and_derivation_is_the_brute_force_optimum() ->
         assert all(_ms(space, drawn, p) <= lim for p, lim in zip(b.profiles, lims, strict=True))
 
 
+@pytest.mark.slow
 def test_dash_found_architecture_meets_every_ue() -> None:
     base = {"dataset": "digits", "channels": (4, 8), "total_steps": 20, "num_ues": 2}
     ref = build_workload(DashConfig(**base), seed=0)
