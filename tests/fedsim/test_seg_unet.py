@@ -1,16 +1,18 @@
 """The seg-unet U-Net and workload: parameter count by hand, the flat vector round trip, the
 functional forward against the same network built from torch.nn modules, config validation, the
-batched gradient against the per-UE loop, and a tiny federated run that learns to segment."""
+batched gradient against the per-UE loop, and the pooled test set against its documented keys."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
 from torch import nn
 
+from channels.rng import numpy_generator
 from fedsim.workloads import build_workload, parse_workload_config
-from fedsim.workloads.seg import unet
+from fedsim.workloads.seg import phantom, unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ARCH = unet.UNetArch(filters=(8, 16, 32), kernels=(3, 5, 3), pooling=("avg", "max"))
@@ -113,3 +115,17 @@ def test_batched_gradient_equals_the_per_ue_loop_and_data_are_keyed_by_seed() ->
     torch.testing.assert_close(again.ue_data(1)[0], wl.ue_data(1)[0], rtol=0, atol=0)
     other = build_workload(parse_workload_config(_tiny()), seed=6)
     assert not torch.equal(other.ue_data(1)[0], wl.ue_data(1)[0])
+
+
+@pytest.mark.parametrize("heldout", [0, 2])
+def test_pooled_test_set_comes_from_the_training_sites_or_from_heldout_sites(heldout: int) -> None:
+    cfg = parse_workload_config(_tiny(heldout_sites=heldout, size=16))
+    wl = build_workload(cfg, seed=8)
+    sites = range(3, 3 + heldout) if heldout else range(3)
+    assert len(wl.sites) == 3 + heldout and len(wl.y_test) == len(sites) * cfg.test_per_site
+    for i, s in enumerate(sites):  # regenerated from the documented key (seed, "data", 2, site)
+        x, y, _ = phantom.site_slices(wl.sites[s], cfg.test_per_site, 16, cfg.rv_missing,
+                                      numpy_generator(8, "data", 2, s))
+        rows = slice(i * cfg.test_per_site, (i + 1) * cfg.test_per_site)
+        np.testing.assert_array_equal(wl.x_test[rows, 0].numpy(), x)
+        np.testing.assert_array_equal(wl.y_test[rows].numpy(), y)
