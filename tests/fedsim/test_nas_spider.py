@@ -301,3 +301,33 @@ def test_found_architecture_against_random_of_the_same_size(tmp_path) -> None:
         rand.append(statistics.median(accs))
     print("found", found, "random same size (median of 3)", rand)
     assert statistics.median(found) >= 0.96
+
+
+def test_latency_budget_holds_on_every_ues_profile() -> None:
+    """Per-UE max_latency_ms on per-UE device profiles (UE n -> profiles[n % 2]), random growth scores:
+    every grown network's cost-model latency on each UE's own profile (predict_ms, by hand per UE) is
+    within that UE's limit, and a positive-score dormant op that would keep every UE within its limit
+    is accepted by the budget check."""
+    from fedsim.workloads.latency import PROFILES, op_summary, predict_ms
+
+    profiles = [PROFILES[0].name, PROFILES[3].name]
+    wl0 = _wl()
+    init = decode(wl0.split(wl0.init_params())[1], wl0.space.num_ops, 5, 0.05).alive
+    example = wl0.space.cs.example_input()
+    start = [predict_ms(op_summary(SpiderChild(wl0.space, init), example), p) for p in profiles]
+    limits = [1.6 * start[0], 1.3 * start[1], 2.0 * start[0]]  # UE 0, 1, 2 -> profiles 0, 1, 0
+    wl = _wl(max_latency_ms=limits, latency_profiles=profiles)
+    sp, g = wl.space, torch.Generator().manual_seed(7)
+    ctrl = initial_control(init, 5, 0.01)
+    for step in range(6):
+        ctrl.scores = torch.randn(sp.num_ops, generator=g)
+        grow(ctrl, wl.fits, 4, torch_generator(0, "t", step))
+        summary = op_summary(SpiderChild(sp, ctrl.alive), example)
+        for n, lim in enumerate(limits):
+            assert predict_ms(summary, profiles[n % 2]) <= lim
+    assert int(ctrl.alive.sum()) > int(init.sum())  # something grew
+    for k in torch.nonzero(ctrl.state == DORMANT).flatten().tolist()[:4]:
+        trial = ctrl.alive.clone()
+        trial[k] = True
+        s = op_summary(SpiderChild(sp, trial), example)
+        assert wl.fits(trial) == all(predict_ms(s, profiles[n % 2]) <= lim for n, lim in enumerate(limits))

@@ -12,11 +12,12 @@ Round r on UE k, from the received w (the global model, or server-free the UE's 
 
 1. evolve (:func:`~.spider_evolve.evolve`): observe the gates, prune ops off for most of the window,
    on growth rounds grow the best-scored dormant ops that keep the network within every UE's
-   ``max_params`` / ``max_activation_kib``. The decisions depend only on the received vector, r and
-   the seed: with a server, every UE receives the global model and takes the server's decisions (the
-   workload needs no server-side hook: the "server's" evolution is replayed on every UE, at the start
-   of the round, from the model it broadcast); server-free, every UE takes them from its consensus
-   estimate with the shared seed, identical wherever the estimates decode alike.
+   ``max_params`` / ``max_activation_kib`` / ``max_latency_ms`` (on the UE's device profile). The
+   decisions depend only on the received vector, r and the seed: with a server, every UE receives
+   the global model and takes the server's decisions (the workload needs no server-side hook: the
+   "server's" evolution is replayed on every UE, at the start of the round, from the model it
+   broadcast); server-free, every UE takes them from its consensus estimate with the shared seed,
+   identical wherever the estimates decode alike.
 2. K local SGD steps on θ (lr(s)) and on the gates (``gate_lr_factor``·lr(s), L2
    ``gate_weight_decay``, clamped to ±``gate_clamp``) on the UE's training batches (stream
    ``"minibatch"``), the straight-through gates of :mod:`.spider_net`.
@@ -44,6 +45,8 @@ from pydantic import Field, model_validator
 from channels.rng import torch_generator
 from fedsim.workloads.base import LrFn, Workload
 from fedsim.workloads.images import IMAGE_SIDE, DigitsCnnConfig, ImageCnn, MnistCnnConfig, _ImageConfig
+from fedsim.workloads.latency import op_summary
+from fedsim.workloads.nas.budget import LatencyFields
 from fedsim.workloads.nas.cells import OP_NAMES, CellSpace
 from fedsim.workloads.nas.resources import measure
 from fedsim.workloads.nas.spider_evolve import (
@@ -62,7 +65,7 @@ OpName = Literal[tuple(o for o in OP_NAMES if o != "none")]  # type: ignore[vali
 _STEM_STRIDE = {"digits": 1, "mnist": 2}
 
 
-class SpiderConfig(_ImageConfig):
+class SpiderConfig(_ImageConfig, LatencyFields):
     """SpiderNet-style grow-and-prune search on digits / MNIST-5k (or, with ``arch``, training one)."""
 
     name: Literal["nas-spider"] = "nas-spider"
@@ -114,7 +117,8 @@ class SpiderConfig(_ImageConfig):
         if self.arch is None and not budget_fits(self, space, alive):
             raise ValueError(f"the initial architecture ({int(space.params(alive))} parameters, "
                              f"{float(space.activation_bytes(alive)) / 1024:.1f} KiB of activations) is over the "
-                             "budget of some UE: raise max_params / max_activation_kib or give a smaller init_arch")
+                             "budget of some UE: raise max_params / max_activation_kib / max_latency_ms or give a "
+                             "smaller init_arch")
         return self
 
 
@@ -143,10 +147,13 @@ def _per_ue(value: Any, n: int, scale: float = 1.0) -> torch.Tensor | None:
 
 
 def budget_fits(cfg: SpiderConfig, space: SpiderSpace, alive: torch.Tensor) -> bool:
-    """Whether the network of ``alive`` fits every UE's parameter and activation budget."""
+    """Whether the network of ``alive`` fits every UE's parameter, activation and latency budget (the
+    latency of UE n on its device profile, from the per-op cost model of :mod:`fedsim.workloads.latency`)."""
     params, act = _per_ue(cfg.max_params, cfg.num_ues), _per_ue(cfg.max_activation_kib, cfg.num_ues, 1024.0)
     ok = params is None or bool((float(space.params(alive)) <= params).all())
-    return ok and (act is None or bool((float(space.activation_bytes(alive)) <= act).all()))
+    ok = ok and (act is None or bool((float(space.activation_bytes(alive)) <= act).all()))
+    lat = cfg.latency_budget
+    return ok and (lat is None or lat.fits(op_summary(SpiderChild(space, alive), space.cs.example_input())))
 
 
 class SpiderWorkload(Workload):
@@ -298,7 +305,10 @@ class SpiderWorkload(Workload):
         out.update(architecture=self.space.to_arch(alive), resources=res.to_dict(),
                    activation_kib=float(self.space.activation_bytes(alive)) / 1024)
         out["budget"] = {"max_params": self.cfg.max_params, "max_activation_kib": self.cfg.max_activation_kib,
-                         "met": self.fits(alive)}
+                         "max_latency_ms": self.cfg.max_latency_ms, "met": self.fits(alive)}
+        if self.cfg.latency_budget is not None:
+            summary = op_summary(SpiderChild(self.space, alive), self.space.cs.example_input())
+            out["budget"]["latency_ms"] = self.cfg.latency_budget.latencies(summary)
         return out
 
     def retrain_config(self, arch: Any) -> dict[str, Any]:
