@@ -9,7 +9,9 @@ full-batch ``synthetic-logreg`` gradient per UE (``Workload.stochastic_grad``), 
 sum_n q_n g_n, one common and one per-UE Gaussian noise vector, every UE's own-model update, and the
 training loss of the average model. fedsim runs ``serverfree-relay`` on the same workload (inline
 engine, per-round metrics of the UE-held models with their default sub-sample, no checkpoints),
-which is the same work plus its engine, its channel model and its analytics. Each line prints both
+which is the same work plus its engine, its channel model and its analytics; once per UE as
+always, and once more with ``engine.batched = true`` (every UE's gradient in one vectorised call,
+the ClientApp still called per UE). Each line prints both
 times side by side, their ratio and the target; the machine's load average is printed first,
 because other work on the same cores inflates both sides, and not equally.
 
@@ -40,14 +42,14 @@ from fedsim.workloads.synthetic import _ce_many  # noqa: E402
 GRID_UE_ROUNDS = 240 * 20 * 100  # grid_240: 240 runs of 20 UEs x 100 rounds
 
 
-def relay_config(ues: int, rounds: int, device: str, eval_every: int = 1) -> ExperimentConfig:
+def relay_config(ues: int, rounds: int, device: str, eval_every: int = 1, batched: bool = False) -> ExperimentConfig:
     return validate({
         "name": "bench-population", "rounds": rounds, "seed": 0, "eval_every": eval_every,
         "workload": {"name": "synthetic-logreg", "num_ues": ues, "batch_size": 0},
         "train": {"local_steps": 1, "lr": {"eta": 0.3}},
         "strategy": {"name": "serverfree-relay"},
         "channel": {"gsnr_db": 30.0},
-        "engine": {"name": "inline", "device": device},
+        "engine": {"name": "inline", "device": device, "batched": batched},
         "checkpoint": {"every": 0},
         "output": {"dir": tempfile.mkdtemp(prefix="fsp"), "plot": False},
     })
@@ -113,6 +115,9 @@ def population(ues: int, rounds: int, device: str, eval_every: int) -> None:
     print(ratio_line("per round  ", fed["per_round"], loop, 2.0))
     print(ratio_line("whole run  ", fed["total"], loop * rounds, 2.0)
           + f"  (fedsim set-up {fed['setup']:.1f} s of it)")
+    together = fedsim_run(relay_config(ues, rounds, device, batched=True))  # engine.batched = true
+    print(ratio_line("per round, engine.batched", together["per_round"], loop, 2.0))
+    print(ratio_line("whole run, engine.batched", together["total"], loop * rounds, 2.0))
     if eval_every > 1:  # the share of the UE-held models' metrics (the loop evaluates one model)
         sparse = fedsim_run(relay_config(ues, rounds, device, eval_every))
         print(ratio_line(f"whole run, metrics every {eval_every} rounds", sparse["total"], loop * rounds, 2.0))

@@ -229,12 +229,24 @@ class Strategy(ABC):
     def supports_batched(self) -> str | None:
         """Why the batched path (one vectorised local training for a round's UEs) cannot run this
         strategy, or None when it can."""
+        if self.params.overlap.enabled:
+            return ("strategy.overlap merges estimates between a UE's local steps, so its training cannot be "
+                    "run ahead of the UE; use the per-UE path (engine.batched = false)")
         if self.holds_ue_models:
-            return (f"strategy {self.params.name} keeps a model per UE: each UE starts its local training "
-                    "from its own model; use a server-based strategy (server-digital, server-ota)")
+            return (f"strategy {self.params.name} keeps a model per UE and has no rule for where its local "
+                    "training starts (training_start); use the per-UE path")
         if self.transmit == "gradient":
             return "strategy.transmit = 'gradient' takes no local steps; use 'update' or 'model'"
         return None
+
+    def training_start(self, records: dict[str, dict[str, torch.Tensor]], received: list[torch.Tensor],
+                       config: ConfigRecord, init: Callable[[], torch.Tensor], lr: LrFn) -> torch.Tensor | None:
+        """The model this round's local training (or gradient) of one UE starts from, computed
+        from its private records (its ``Context.state``), its message, the common initial model and
+        the step size, without changing any of them;
+        None when the UE does not train. The batched path trains from it ahead of the UE rule,
+        which must start from the same model. Default: the received (global) model."""
+        return received[0] if received else None
 
     def check(self) -> None:
         """Raise ValueError for parameter combinations this algorithm cannot run."""

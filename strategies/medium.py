@@ -18,7 +18,7 @@ reports its model, so the model "at the end of round r" reaches the server one m
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,16 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from channels import ChannelResult
-from strategies.base import Exchange, HeldModels, OverlapParams, RoundResult, ServerSetup, UEContext, UEOutput
+from strategies.base import (
+    Exchange,
+    HeldModels,
+    LrFn,
+    OverlapParams,
+    RoundResult,
+    ServerSetup,
+    UEContext,
+    UEOutput,
+)
 from strategies.common import (
     ARRAYS,
     CONFIG,
@@ -75,6 +84,37 @@ def load_state(ctx: UEContext) -> UEState:
     return UEState(ctx.state[MODEL]["0"], OverlapState(pending=pending, sync=ctx.state[SYNC]["0"]))
 
 
+def arrivals_of(received: list[torch.Tensor], config: ConfigRecord) -> list[Arrival]:
+    """The estimates a message delivers, with their blocks and merge steps."""
+    return [Arrival(int(b), int(i), e) for b, i, e in
+            zip(config["arrival-blocks"], config["arrival-index"], received, strict=True)]
+
+
+def merge_estimate(w: torch.Tensor, a: Arrival, *, transmit: str, mode: str, lr: LrFn, steps: int) -> torch.Tensor:
+    """``w`` after merging one estimate without overlap: replaced by it (``reset``) or plus the
+    update it stands for (``accumulate``; a gradient estimate is scaled by its block's step size)."""
+    if mode == "reset":
+        return a.estimate.clone()
+    eta = lr((a.block - 1) * steps) if transmit == "gradient" else 1.0
+    return w + to_update_units(a.estimate, transmit, eta)
+
+
+def training_start(records: dict[str, dict[str, torch.Tensor]], received: list[torch.Tensor],
+                   config: ConfigRecord, init: Callable[[], torch.Tensor], *, transmit: str, mode: str,
+                   lr: LrFn) -> torch.Tensor | None:
+    """The model a UE's local training starts from this round without overlap (None: the UE is
+    not sampled): its private model (``records``, its Flower ``Context.state``) after the
+    estimates due before step 0, merged in block order, exactly as :func:`ue_round` merges them.
+    Pure: ``records`` and ``received`` are not changed (the batched engine path calls it)."""
+    if not bool(config["participate"]):
+        return None
+    w = records[MODEL]["0"] if MODEL in records else init()
+    steps = int(config["steps"])
+    for a in sorted((a for a in arrivals_of(received, config) if a.index == 0), key=lambda a: a.block):
+        w = merge_estimate(w, a, transmit=transmit, mode=mode, lr=lr, steps=steps)
+    return w
+
+
 def save_state(ctx: UEContext, state: UEState) -> None:
     ctx.state[MODEL] = {"0": state.w}
     ctx.state[PENDING] = {str(k): v for k, v in state.overlap.pending.items()}
@@ -92,15 +132,12 @@ def ue_round(state: UEState, arrivals: list[Arrival], *, ctx: UEContext, transmi
 
     def merge_all(index: int) -> None:
         for a in sorted(by_index.pop(index, []), key=lambda a: a.block):
-            if mode == "reset":
-                state.w = a.estimate.clone()
-                continue
-            eta = lr((a.block - 1) * steps) if transmit == "gradient" else 1.0
-            delta_hat = to_update_units(a.estimate, transmit, eta)
-            if overlap.enabled:
+            if overlap.enabled and mode != "reset":
+                eta = lr((a.block - 1) * steps) if transmit == "gradient" else 1.0
+                delta_hat = to_update_units(a.estimate, transmit, eta)
                 state.w = merge_arrival(state.w, state.overlap, a.block, delta_hat, overlap.merge)
             else:
-                state.w = state.w + delta_hat
+                state.w = merge_estimate(state.w, a, transmit=transmit, mode=mode, lr=lr, steps=steps)
 
     merge_all(0)
     reported = state.w.clone() if report else None
@@ -130,8 +167,7 @@ def medium_ue_round(ctx: UEContext, received: list[torch.Tensor], config: Config
     """The UE rule on the medium: merge due estimates, report the model when asked, train and
     transmit when sampled."""
     state = load_state(ctx)
-    arrivals = [Arrival(int(b), int(i), e) for b, i, e in
-                zip(config["arrival-blocks"], config["arrival-index"], received, strict=True)]
+    arrivals = arrivals_of(received, config)
     reported, v = ue_round(state, arrivals, ctx=ctx, transmit=transmit, mode=mode, overlap=overlap,
                            participate=bool(config["participate"]), report=bool(config["report"]))
     save_state(ctx, state)

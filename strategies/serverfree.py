@@ -11,14 +11,15 @@ and the overlapped schedule are :mod:`strategies.medium`'s.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 from flwr.app import ConfigRecord
 from pydantic import Field
 
-from strategies.base import ServerSetup, ServerSide, Strategy, StrategyParams, UEContext, UEOutput
-from strategies.medium import Medium, medium_ue_round
+from strategies.base import LrFn, ServerSetup, ServerSide, Strategy, StrategyParams, UEContext, UEOutput
+from strategies.medium import Medium, medium_ue_round, training_start
 
 
 class ServerFreeParams(StrategyParams):
@@ -53,6 +54,18 @@ class ServerFreeRelay(Strategy):
 
     def server(self, setup: ServerSetup) -> ServerSide:
         return Medium(setup, fraction=self.params.fraction)
+
+    @property
+    def supports_batched(self) -> str | None:
+        if self.params.overlap.enabled:
+            return super().supports_batched
+        return None  # gradient, update and model: training_start gives each UE's start model
+
+    def training_start(self, records: dict[str, dict[str, torch.Tensor]], received: list[torch.Tensor],
+                       config: ConfigRecord, init: Callable[[], torch.Tensor], lr: LrFn) -> torch.Tensor | None:
+        """The UE's own model after the estimates due before step 0
+        (:func:`strategies.medium.training_start`, the merge :func:`strategies.medium.ue_round` uses)."""
+        return training_start(records, received, config, init, transmit=self.transmit, mode=self.params.mode, lr=lr)
 
     def ue_round(self, ctx: UEContext, received: list[torch.Tensor], config: ConfigRecord) -> UEOutput:
         return medium_ue_round(ctx, received, config, transmit=self.transmit, mode=self.params.mode,

@@ -43,8 +43,10 @@ flowerfast.install()
 
 #: Workload-local tensors (optimiser moments, baselines), kept between rounds, never transmitted.
 LOCAL = "fedsim.local"
-#: The batched path's result for this UE (``engine.batched``), attached by the inline engine.
-PREFETCHED = "fedsim.prefetched"
+#: The batched path's result for this UE (``engine.batched``), attached by the inline engine:
+#: [start model, model after the round's local steps] (or only the trained model when the start
+#: is the received model), and for gradient transmission [start model, gradient at the first step].
+PREFETCHED, PREFETCHED_GRAD = "fedsim.prefetched", "fedsim.prefetched-grad"
 Resolver = Callable[[str], UESide]
 
 
@@ -106,7 +108,7 @@ def train_round(msg: Message, context: Context, side: UESide) -> Message:
     received = from_record(msg.content[ARRAYS], workload.device)
     state = load_records(context, workload.device)
     ctx = UEContext(ue=ue, first_step=first_step, steps=steps, lr=side.lr,
-                    grad=lambda w, s: workload.stochastic_grad(w, ue, s),
+                    grad=_gradient(side, ue, _prefetched(msg, received, first_step, steps, PREFETCHED_GRAD)),
                     train=_local_training(side, ue, state, _prefetched(msg, received, first_step, steps)),
                     init=lambda: workload.init_params().to(workload.device), state=state, device=workload.device)
     out = strategy.ue_round(ctx, received, config)
@@ -134,15 +136,29 @@ def _local_training(side: UESide, ue: int, state: dict, prefetched: Callable | N
     return train
 
 
-def _prefetched(msg: Message, received: list[torch.Tensor], first_step: int, steps: int) -> Callable | None:
-    """The batched path's trained model, valid only for the round's own start model and steps."""
-    if PREFETCHED not in msg.content:
-        return None
-    (trained,) = from_record(msg.content[PREFETCHED], received[0].device)
+def _gradient(side: UESide, ue: int, prefetched: Callable | None) -> Callable:
+    """The UE's stochastic gradient; the batched path's, when it is for this model and step."""
 
-    def take(w: torch.Tensor, first: int, n: int) -> torch.Tensor | None:
-        same = first == first_step and n == steps and w.shape == received[0].shape and torch.equal(w, received[0])
-        return trained.to(w.dtype).clone() if same else None
+    def grad(w: torch.Tensor, s: int) -> torch.Tensor:
+        done = prefetched(w, s, None) if prefetched is not None else None
+        return done if done is not None else side.workload.stochastic_grad(w, ue, s)
+
+    return grad
+
+
+def _prefetched(msg: Message, received: list[torch.Tensor], first_step: int, steps: int,
+                key: str = PREFETCHED) -> Callable | None:
+    """The batched path's result, valid only for the start model it was computed from (the
+    received model unless attached) and the round's own steps (``n = None``: a gradient)."""
+    if key not in msg.content:
+        return None
+    arrays = from_record(msg.content[key], received[0].device if received else None)
+    start, done = arrays if len(arrays) == 2 else (received[0], arrays[0])
+
+    def take(w: torch.Tensor, first: int, n: int | None) -> torch.Tensor | None:
+        same = (first == first_step and n in (None, steps) and w.shape == start.shape
+                and torch.equal(w, start.to(w.device, w.dtype)))
+        return done.to(w.device, w.dtype).clone() if same else None
 
     return take
 

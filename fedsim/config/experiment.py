@@ -82,8 +82,10 @@ class EngineConfig(Section):
         None, ge=0, le=64, description="GPU share of one Ray UE actor, or of one sweep variant task (fractions "
                                        "allowed, e.g. 0.25); default 0 on CPU, an even share of the GPUs on CUDA")
     batched: bool = Field(
-        False, description="inline engine, server-based strategies: train a round's UEs together through the "
-                           "workload's vectorised gradient (equal to the per-UE path to float tolerance)")
+        False, description="inline engine: train a round's UEs together through the workload's vectorised "
+                           "gradient (server-based strategies with update/model transmission; server-free "
+                           "strategies with any transmission, each UE from its own model after its due "
+                           "estimates; not with overlap). Equal to the per-UE path to float tolerance")
 
     @field_validator("device")
     @classmethod

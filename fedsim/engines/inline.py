@@ -66,7 +66,7 @@ class InlineGrid(Grid):
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)
         if self.batch_trainer is not None:  # engine.batched: train all UEs at once
-            self.batch_trainer.attach(messages, self._partition_of_node)
+            self.batch_trainer.attach(messages, self._partition_of_node, self._contexts)
         ids = []
         for msg in messages:
             msg_id = f"inline-{next(self._ids)}"

@@ -142,7 +142,7 @@ def _run_engine(experiment: Experiment, loop: RoundLoop) -> Outcome:
     cfg, app = experiment.config, LoopApp(loop)
     if cfg.engine.name == "inline":
         side = experiment.ue
-        trainer = BatchTrainer(experiment.workload, side.lr) if cfg.engine.batched else None
+        trainer = BatchTrainer(experiment.workload, side.lr, side.strategy) if cfg.engine.batched else None
         run_inline(app.app, make_client_app(lambda _text: side), experiment.num_ues, trainer)
     else:
         run_ray(app.app, client_app, experiment.num_ues, cfg.engine)

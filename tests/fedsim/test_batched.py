@@ -99,7 +99,7 @@ def test_a_prefetch_is_used_only_from_its_own_start_model_and_steps() -> None:
 
 @pytest.mark.parametrize(("extra", "match"), [
     (["engine.name='ray'"], "engine.name = 'inline'"),
-    (["strategy.name='serverfree-relay'"], "keeps a model per UE"),
+    (["strategy.name='serverfree-relay'", "strategy.overlap.enabled=true"], "strategy.overlap merges"),
     (["strategy.transmit='gradient'", "train.local_steps=1"], "takes no local steps"),
     (["workload={name='nas-tabnas', num_ues=3}"], "no vectorised gradient"),
 ])

@@ -1,0 +1,132 @@
+"""The batched path (``engine.batched``) for the server-free strategies: every sampled UE's local
+training (or gradient) runs in one vectorised call from the start model the strategy's
+``training_start`` gives (the UE's own model after the estimates due before step 0), and the
+numbers equal the per-UE path, digital FedAvg on a noise-free channel, and a hand-written loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedsim.config import apply_overrides, validate
+from fedsim.errors import ConfigError
+from fedsim.results.rundir import load_run
+from fedsim.runner import run_experiment
+from fedsim.runtime.execute import preflight
+from fedsim.workloads.base import Workload
+from fedsim.workloads.quadratic import Quadratic
+from fedsim.workloads.synthetic import SyntheticLogreg
+
+LOGREG = "workload={name='synthetic-logreg', num_ues=6, batch_size=8}"
+QUAD = "workload={name='quadratic', num_ues=6, dim=5, grad_noise=0.1, hessian='heterogeneous'}"
+NOISY = ["channel.scale=0.05", "channel.fading='rayleigh'", "channel.h_th=0.3"]
+FAULTY = ["faults.unavailable=0.3", "strategy.fraction=0.5"]
+
+
+def _run(tmp_path: Path, name: str, *extra: str) -> tuple[list[dict], dict]:
+    cfg = validate(apply_overrides({}, [
+        "engine.name='inline'", "output.plot=false", f"output.dir={str(tmp_path / name)!r}",
+        "checkpoint.every=0", "rounds=4", *extra]))
+    result: dict = {}
+    rows = load_run(run_experiment(cfg, quiet=True, result=result)).metrics
+    return rows, result
+
+
+def _models(result: dict) -> torch.Tensor:
+    if "final_model" in result:
+        return result["final_model"].unsqueeze(0)
+    return torch.stack([result["final_models"][u] for u in sorted(result["final_models"])])
+
+
+def _same_numbers(a: tuple[list[dict], dict], b: tuple[list[dict], dict]) -> None:
+    (rows_a, res_a), (rows_b, res_b) = a, b
+    assert len(rows_a) == len(rows_b)
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert ra.keys() == rb.keys()
+        for k, v in ra.items():
+            if isinstance(v, float) and not k.endswith("_s"):  # wall-clock timings differ
+                assert rb[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+            elif not isinstance(v, float):
+                assert rb[k] == v, k
+    ma, mb = _models(res_a), _models(res_b)
+    torch.testing.assert_close(mb.expand_as(ma), ma, rtol=1e-9, atol=1e-12)
+
+
+def _count_per_ue_training(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Calls of the per-UE kernels (local SGD, single-UE gradients) from now on."""
+    calls: list[int] = []
+    for cls in (Workload, SyntheticLogreg, Quadratic):
+        for name in ("local_sgd", "stochastic_grad"):
+            if name in vars(cls):
+                orig = vars(cls)[name]
+                monkeypatch.setattr(cls, name, lambda self, *a, _o=orig, **k: (calls.append(1), _o(self, *a, **k))[1])
+    return calls
+
+
+CASES = {
+    "relay-update-faults": [LOGREG, "strategy.name='serverfree-relay'", "train.local_steps=3", *FAULTY, *NOISY],
+    "relay-reset-model": [LOGREG, "strategy.name='serverfree-relay'", "strategy.mode='reset'",
+                          "train.local_steps=2", *NOISY],
+    "relay-gradient-faults": [QUAD, "strategy.name='serverfree-relay'", "strategy.transmit='gradient'",
+                              "train.local_steps=1", "train.lr.schedule='inverse'", *FAULTY, *NOISY],
+    "d2d-update": [QUAD, "strategy.name='serverfree-d2d'", "train.local_steps=3", "strategy.fraction=0.5", *NOISY],
+    "d2d-reset-faults": [LOGREG, "strategy.name='serverfree-d2d'", "strategy.mode='reset'",
+                         "train.local_steps=2", *FAULTY, *NOISY],
+    "d2d-ideal-gradient": [LOGREG, "strategy.name='serverfree-d2d-ideal'", "strategy.transmit='gradient'",
+                           "train.local_steps=1", "faults.unavailable=0.3", "channel.power_control='phase'", *NOISY],
+    "d2d-ideal-reset": [QUAD, "strategy.name='serverfree-d2d-ideal'", "strategy.mode='reset'",
+                        "train.local_steps=3", "channel.power_control='phase'", *FAULTY, *NOISY],
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_batched_serverfree_equals_the_per_ue_path_without_per_ue_training(
+        tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    per_ue = _run(tmp_path, "per-ue", *CASES[case])
+    calls = _count_per_ue_training(monkeypatch)
+    together = _run(tmp_path, "batched", "engine.batched=true", *CASES[case])
+    assert calls == []  # every sampled UE took the batched result: its start model was right
+    _same_numbers(per_ue, together)
+
+
+@pytest.mark.parametrize(("extra", "mode"), [
+    (["train.local_steps=3"], "accumulate"),
+    (["strategy.transmit='model'", "train.local_steps=3"], "reset"),
+    (["strategy.transmit='gradient'", "train.local_steps=1"], "accumulate"),
+])
+def test_batched_relay_on_a_noise_free_channel_equals_digital_fedavg(
+        tmp_path: Path, extra: list[str], mode: str) -> None:
+    base = [LOGREG.replace("batch_size=8", "batch_size=0"), "train.lr.eta=0.2", *extra]
+    _, fedavg = _run(tmp_path, "digital", *base)
+    _, relay = _run(tmp_path, "relay", "engine.batched=true", "strategy.name='serverfree-relay'",
+                    f"strategy.mode={mode!r}", *base)
+    models = _models(relay)
+    assert models.shape[0] == 6
+    torch.testing.assert_close(models, fedavg["final_model"].expand(6, -1), rtol=1e-9, atol=1e-12)
+
+
+def test_batched_d2d_on_quadratics_follows_a_hand_written_loop(tmp_path: Path) -> None:
+    """Noise-free D2D, full batch, accumulate updates: every UE runs K steps of
+    ``w <- w - eta a_n (w - b_n)`` from its model, then adds the mean update of all UEs."""
+    wl_cfg = "workload={name='quadratic', num_ues=6, dim=5, hessian='heterogeneous'}"
+    rounds, K, eta = 4, 3, 0.05
+    _, res = _run(tmp_path, "d2d", wl_cfg, "engine.batched=true", "strategy.name='serverfree-d2d'",
+                  "channel.power_control='none'", f"train.local_steps={K}", f"train.lr.eta={eta}")
+    wl = Quadratic(validate(apply_overrides({}, [wl_cfg])).workload, validate({}).seed)
+    a, b = wl.a.numpy(), wl.b.numpy()
+    w = wl.init_params().numpy()[None].repeat(6, 0)
+    for _ in range(rounds):
+        x = w.copy()
+        for _ in range(K):
+            x = x - eta * a * (x - b)
+        w = w + (x - w).mean(0)
+    torch.testing.assert_close(_models(res), torch.from_numpy(w), rtol=1e-9, atol=1e-12)
+
+
+def test_batched_overlap_is_refused_with_its_reason(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="strategy.overlap merges estimates"):
+        preflight(validate(apply_overrides({}, [
+            "engine.name='inline'", "engine.batched=true", f"output.dir={str(tmp_path)!r}", LOGREG,
+            "strategy.name='serverfree-relay'", "strategy.overlap.enabled=true"])))
