@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from interrupt import interrupted_run
 
 from fedsim.config import apply_overrides, validate
 from fedsim.errors import ConfigError
@@ -130,3 +131,17 @@ def test_batched_overlap_is_refused_with_its_reason(tmp_path: Path) -> None:
         preflight(validate(apply_overrides({}, [
             "engine.name='inline'", "engine.batched=true", f"output.dir={str(tmp_path)!r}", LOGREG,
             "strategy.name='serverfree-relay'", "strategy.overlap.enabled=true"])))
+
+
+def test_batched_serverfree_resumes_to_the_per_ue_run(tmp_path: Path) -> None:
+    """Interrupted after round 2 and resumed from its checkpoint (the UE models restored into
+    each UE's Context.state), the batched run ends where the uninterrupted per-UE run ends."""
+    extra = [LOGREG, "strategy.name='serverfree-d2d'", "train.local_steps=2", *FAULTY, *NOISY]
+    per_ue = _run(tmp_path, "per-ue", *extra)
+    cfg = validate(apply_overrides({}, [
+        "engine.name='inline'", "output.plot=false", f"output.dir={str(tmp_path / 'cut')!r}",
+        "checkpoint.every=1", "rounds=4", "engine.batched=true", *extra]))
+    run_dir = interrupted_run(cfg, 3)
+    result: dict = {}
+    run_experiment(cfg, quiet=True, resume=run_dir, result=result)
+    _same_numbers(per_ue, (load_run(run_dir).metrics, result))
