@@ -113,6 +113,8 @@ def test_without_the_plugin_the_names_are_unknown(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists()
 
 
+# slow (~30-45 s, most of it Ray's start-up): the inline plugin tests above run by default
+@pytest.mark.slow
 def test_ray_ue_actors_load_the_plugin_and_agree_with_inline(site: Path, tmp_path: Path) -> None:
     inline, out_inline = fedsim_run(site, tmp_path / "inline", "--engine", "inline")
     ray, out_ray = fedsim_run(site, tmp_path / "ray", "--engine", "ray", "--set", "engine.num_cpus=2")
