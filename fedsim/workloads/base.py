@@ -153,6 +153,29 @@ class Workload(ABC):
     #: not the default loop): the inline engine's batched path (``engine.batched``) needs it.
     batched_grad: bool = False
 
+    def local_adam(self, w: torch.Tensor, ue: int, first_step: int, steps: int, lr: LrFn,
+                   state: dict[str, torch.Tensor], betas: tuple[float, float] = (0.9, 0.999),
+                   eps: float = 1e-8, frozen: Callable[[int], torch.Tensor] | None = None) -> torch.Tensor:
+        """K = ``steps`` Adam steps from ``w`` whose moments ``state["adam_m"], ["adam_v"] [d]`` and
+        step count ``["adam_t"]`` stay on the UE across rounds (for ``local_train``); ``frozen(s)``,
+        if given, masks the coordinates that must not move at step s."""
+        b1, b2 = betas
+        w = w.detach().clone()
+        m = state.get("adam_m", torch.zeros_like(w))
+        v = state.get("adam_v", torch.zeros_like(w))
+        t = int(state["adam_t"]) if "adam_t" in state else 0
+        for s in range(first_step, first_step + steps):
+            g = self.stochastic_grad(w, ue, s)
+            t += 1
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            upd = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+            if frozen is not None:
+                upd[frozen(s)] = 0.0
+            w.sub_(upd, alpha=lr(s))
+        state.update(adam_m=m, adam_v=v, adam_t=torch.tensor(t))
+        return w
+
     def local_sgd_many(
         self, ws: torch.Tensor, ues: Sequence[int], first_step: int, steps: int, lr: LrFn
     ) -> torch.Tensor:

@@ -332,22 +332,9 @@ class MoeLm(Workload):
         count ``["adam_t"]`` stay on the UE across rounds. Frozen coordinates never move."""
         if self.cfg.optimizer == "sgd":
             return self.local_sgd(w, ue, first_step, steps, lr)
-        c = self.cfg
-        w = w.detach().clone()
-        m = state.get("adam_m", torch.zeros_like(w))
-        v = state.get("adam_v", torch.zeros_like(w))
-        t = int(state["adam_t"]) if "adam_t" in state else 0
-        for s in range(first_step, first_step + steps):
-            g = self.stochastic_grad(w, ue, s)
-            t += 1
-            m.mul_(c.adam_beta1).add_(g, alpha=1 - c.adam_beta1)
-            v.mul_(c.adam_beta2).addcmul_(g, g, value=1 - c.adam_beta2)
-            upd = (m / (1 - c.adam_beta1**t)) / ((v / (1 - c.adam_beta2**t)).sqrt() + c.adam_eps)
-            frozen = self.frozen_mask(s)
-            upd[frozen] = 0.0  # stage-1 momentum must not keep moving the frozen router
-            w.sub_(upd, alpha=lr(s))
-        state.update(adam_m=m, adam_v=v, adam_t=torch.tensor(t))
-        return w
+        c = self.cfg  # frozen: stage-1 momentum must not keep moving the frozen router
+        return self.local_adam(w, ue, first_step, steps, lr, state, (c.adam_beta1, c.adam_beta2),
+                               c.adam_eps, frozen=self.frozen_mask)
 
     # -- evaluation -----------------------------------------------------------------------
     @torch.no_grad()

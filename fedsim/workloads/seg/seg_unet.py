@@ -175,19 +175,7 @@ class SegUnet(Workload):
         ``["adam_v"]`` and step count ``["adam_t"]`` stay on the UE across rounds."""
         if self.cfg.optimizer == "sgd":
             return self.local_sgd(w, ue, first_step, steps, lr)
-        b1, b2, eps = _ADAM
-        w = w.detach().to(_DT).clone()
-        m = state.get("adam_m", torch.zeros_like(w))
-        v = state.get("adam_v", torch.zeros_like(w))
-        t = int(state["adam_t"]) if "adam_t" in state else 0
-        for s in range(first_step, first_step + steps):
-            g = self.stochastic_grad(w, ue, s)
-            t += 1
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            w.sub_((m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps), alpha=lr(s))
-        state.update(adam_m=m, adam_v=v, adam_t=torch.tensor(t))
-        return w
+        return self.local_adam(w.to(_DT), ue, first_step, steps, lr, state, _ADAM[:2], _ADAM[2])
 
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
