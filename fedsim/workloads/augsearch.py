@@ -196,10 +196,7 @@ class AugSearchCnn(Workload):
         self, ue: int, step: int, beta: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, PolicySample | None]:
         """``(x̃ [B, 1, H, W], y [B], MoEx partner perm [B] or None, policy sample or None)``."""
-        x, y = self.base.ue_data(ue)
-        rows = self.base.batch_rows(ue, step)
-        if rows is not None:
-            x, y = x[rows], y[rows]
+        x, y = self.base.train_batch(ue, step)
         sample = None
         if self.space is not None:
             x, sample = augment_batch(self.space, self._policy_logits(beta), x, self.seed, step, ue)

@@ -201,6 +201,12 @@ class ImageCnn(Workload):
         g = torch_generator(self.seed, "minibatch", step, ue)
         return torch.randperm(n, generator=g)[:bs]
 
+    def train_batch(self, ue: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """UE ``ue``'s training minibatch for ``step`` (``batch_rows``; the whole set if None)."""
+        x, y = self.ue_data(ue)
+        rows = self.batch_rows(ue, step)
+        return (x, y) if rows is None else (x[rows], y[rows])
+
     # -- model ----------------------------------------------------------------------------
     def param_views(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
         """Name -> view of ``w [d]`` shaped like that parameter (no copy)."""
@@ -228,10 +234,7 @@ class ImageCnn(Workload):
         return F.cross_entropy(self.logits(w, x), y)
 
     def stochastic_grad(self, w: torch.Tensor, ue: int, step: int) -> torch.Tensor:
-        x, y = self.ue_data(ue)
-        rows = self.batch_rows(ue, step)
-        if rows is not None:
-            x, y = x[rows], y[rows]
+        x, y = self.train_batch(ue, step)
         w = w.detach().to(_DT).requires_grad_(True)
         (g,) = torch.autograd.grad(self.loss(w, x, y), w)
         return g
@@ -248,10 +251,9 @@ class ImageCnn(Workload):
             raise ValueError(f"ws has {ws.shape[0]} rows but {len(ues)} UEs were given")
         xs, ys = [], []
         for n in ues:
-            x, y = self.ue_data(n)
-            rows = self.batch_rows(n, step)
-            xs.append(x if rows is None else x[rows])
-            ys.append(y if rows is None else y[rows])
+            x, y = self.train_batch(n, step)
+            xs.append(x)
+            ys.append(y)
         if len({len(y) for y in ys}) > 1:
             return super().stochastic_grad_many(ws, ues, step)
         per_ue = vmap(grad(self.loss))

@@ -186,10 +186,7 @@ class DashWorkload(Workload):
 
     def train_batch(self, ue: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """UE ``ue``'s minibatch for ``step`` (stream "minibatch"), in the model's input layout."""
-        x, y = self.data.ue_data(ue)
-        rows = self.data.batch_rows(ue, step)
-        if rows is not None:
-            x, y = x[rows], y[rows]
+        x, y = self.data.train_batch(ue, step)
         return self._prep(x), y
 
     # -- model ----------------------------------------------------------------------------

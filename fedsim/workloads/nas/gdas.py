@@ -156,9 +156,7 @@ class GdasWorkload(Workload):
 
     def train_batch(self, ue: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """UE ``ue``'s training minibatch for ``step`` (stream ``"minibatch"``, as the image CNNs)."""
-        x, y = self.data.ue_data(ue)
-        rows = self.data.batch_rows(ue, step)
-        return (x, y) if rows is None else (x[rows], y[rows])
+        return self.data.train_batch(ue, step)
 
     def augmented_batch(self, ue: int, step: int, beta: torch.Tensor | None = None):
         """``(τ(x), y, τ)``: the training batch augmented by the policy (β while searching, else

@@ -182,9 +182,7 @@ class SpiderWorkload(Workload):
         return self.data.num_examples(ue)
 
     def train_batch(self, ue: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.data.ue_data(ue)
-        rows = self.data.batch_rows(ue, step)
-        return (x, y) if rows is None else (x[rows], y[rows])
+        return self.data.train_batch(ue, step)
 
     def fits(self, alive: torch.Tensor) -> bool:
         return budget_fits(self.cfg, self.space, alive)
