@@ -86,6 +86,11 @@ class EngineConfig(Section):
                            "gradient (server-based strategies with update/model transmission; server-free "
                            "strategies with any transmission, each UE from its own model after its due "
                            "estimates; not with overlap). Equal to the per-UE path to float tolerance")
+    population: bool = Field(
+        False, description="inline engine, server-free strategies without overlap: run each round for all UEs "
+                           "as one tensor program on the stacked UE models [N, d] instead of one ClientApp call "
+                           "per UE (faults, policies, checkpoints and resume as on the per-UE path). Equal to "
+                           "the per-UE path to float tolerance")
 
     @field_validator("device")
     @classmethod

@@ -24,6 +24,7 @@ from fedsim.runtime import checkpoint as ck
 from fedsim.runtime.assemble import Experiment
 from fedsim.runtime.evaluation import evaluate_held
 from fedsim.runtime.messaging import discover_nodes, restore_ue_states, snapshot_ue_states
+from fedsim.runtime.population import Population
 from fedsim.runtime.transport import Transport, channel_fields, failure_fields, fault_fields
 from strategies import HeldModels, RoundResult, ServerSide
 
@@ -100,6 +101,7 @@ class RoundLoop:
         self.node_of_ue = discover_nodes(grid, exp.num_ues)
         self.server: ServerSide = exp.strategy.server(exp.server_setup(self.node_of_ue))
         self.transport = Transport(grid, cfg, self.node_of_ue, exp.ue.tau_cp, exp.steps)
+        self.population = Population(exp, self.server) if cfg.engine.population else None
         self.clock = exp.clock()
         # lag 1: the row of the last exchange, completed by the next one (round 0 by the first)
         self.pending: tuple[dict[str, Any], ChannelResult | None] | None = (
@@ -130,12 +132,16 @@ class RoundLoop:
         lag = self.server.lag
         flush, k = e > cfg.rounds, e - lag
         due = k % cfg.eval_every == 0 or k == cfg.rounds
-        exchange = self.server.configure(e, ConfigRecord({"exp": exp.config_json, "first-step": (e - 1) * exp.steps,
-                                                          "steps": exp.steps}), report=due, flush=flush)
-        receiving = {self.transport.ue_of_node[m.metadata.dst_node_id] for m in exchange.messages}
-        plan = {} if flush else self.transport.plan(e, exchange.transmitting, receiving)
-        replies, retry_row = self.transport.send(exchange.messages)
-        result = self.server.aggregate(e, replies)
+        if self.population is not None:  # engine.population: the round as one tensor program
+            result, plan = self.population.exchange(e, report=due, flush=flush, transport=self.transport)
+            retry_row: dict[str, Any] = {}
+        else:
+            config = ConfigRecord({"exp": exp.config_json, "first-step": (e - 1) * exp.steps, "steps": exp.steps})
+            exchange = self.server.configure(e, config, report=due, flush=flush)
+            receiving = {self.transport.ue_of_node[m.metadata.dst_node_id] for m in exchange.messages}
+            plan = {} if flush else self.transport.plan(e, exchange.transmitting, receiving)
+            replies, retry_row = self.transport.send(exchange.messages)
+            result = self.server.aggregate(e, replies)
         current = None if flush else (self._stats_row(e, result, plan, retry_row), result.channel)
         if lag:
             (row, channel), self.pending = self.pending, current
@@ -183,7 +189,8 @@ class RoundLoop:
         """The loop's resumable state after ``record``'s exchange (None: a UE did not answer)."""
         meta: dict[str, Any] = {}
         if self.needs_ue_states:
-            rows = snapshot_ue_states(self.grid, self.node_of_ue, bag)
+            rows = (self.population.ue_state_rows(bag) if self.population is not None
+                    else snapshot_ue_states(self.grid, self.node_of_ue, bag))
             if rows is None:
                 return None
             meta["ue_states"] = rows
@@ -196,7 +203,10 @@ class RoundLoop:
     def _restore(self, checkpoint: ck.Checkpoint) -> int:
         meta, bag = checkpoint.meta, ck.TensorBag(checkpoint.tensors)
         if meta.get("ue_states"):
-            restore_ue_states(self.grid, self.node_of_ue, meta["ue_states"], bag)
+            if self.population is not None:
+                self.population.restore(meta["ue_states"], bag)
+            else:
+                restore_ue_states(self.grid, self.node_of_ue, meta["ue_states"], bag)
         self.server.load_state_dict(ck.unpack(meta["strategy"], bag))
         self.clock.now = float(meta["clock"])
         if meta["pending"] is not None:

@@ -1,0 +1,126 @@
+"""The medium's round as tensor operations over all UEs at once (``engine.population``).
+
+:class:`~strategies.medium.Medium` normally writes one Flower message per UE and reads one reply
+per UE. At population scale the per-UE messages cost more than the maths, so the population path
+runs the same round on the stacked UE models ``W [N, d]``:
+
+1. every UE that answers merges the estimates due before step 0 into its row of ``W`` (in block
+   order, by the same rule as :func:`strategies.medium.merge_estimate`) and they leave its inbox; a
+   UE that fails keeps its row and its estimates, which are delivered again next exchange;
+2. the rows of the UEs asked to report are the round's held models;
+3. the caller computes the sampled UEs' transmissions (local training, its faults and its
+   non-finite policy) and hands back the rows to put on the air;
+4. the channel superposes them and every UE's estimate is queued in its inbox.
+
+Only the sequential schedule is served: with ``strategy.overlap`` estimates are merged between
+local steps, which a round-at-once program cannot do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from strategies.base import HeldModels, RoundResult
+from strategies.common import Failure, sample_ues
+from strategies.medium import Medium
+from strategies.updates import noise_factor_of, transmit_scaled
+
+#: (UEs that transmit, their rows [M, d], UEs whose transmission was non-finite), from the UEs
+#: asked to transmit and their start models.
+Compute = Callable[[list[int], torch.Tensor], tuple[list[int], torch.Tensor, list[int]]]
+
+
+@dataclass
+class PopulationExchange:
+    """One exchange of the population path.
+
+    Attributes:
+        report: the UEs report their models.  flush: the final exchange (deliver everything,
+        nobody transmits).  failed: UE -> reason, for the UEs that do not answer this exchange.
+        transmit, mode: the strategy's transmitted quantity and merge mode.
+    """
+
+    report: bool
+    flush: bool
+    failed: dict[int, str]
+    transmit: str
+    mode: str
+
+
+def sampled_ues(medium: Medium, server_round: int, flush: bool) -> list[int]:
+    """The UEs asked to transmit (the same seeded sample as :meth:`Medium.configure`)."""
+    return [] if flush else sample_ues(medium.setup.seed, server_round, medium.num_ues, medium.fraction_train)
+
+
+def deliver(medium: Medium, server_round: int, W: torch.Tensor, ex: PopulationExchange) -> None:
+    """Merge every answering UE's due estimates into its row of ``W`` (in place); they leave the
+    inbox. Estimates of one UE are merged in block order, one position of the order at a time
+    over all UEs."""
+    K, mode, transmit, failed, flush = medium.setup.steps, ex.mode, ex.transmit, ex.failed, ex.flush
+    start = (server_round - 1) * K
+    due: dict[int, list[tuple[int, int, torch.Tensor]]] = {}
+    for ue in range(medium.num_ues):
+        if ue in failed or not medium.inbox[ue]:
+            continue
+        mine = [a for a in medium.inbox[ue] if flush or a[1] < start + K]
+        if any(max(a[1] - start, 0) != 0 for a in mine) and not flush:
+            raise RuntimeError("the population path merges estimates before step 0 only (no overlap)")
+        if mine:
+            due[ue] = sorted(mine, key=lambda a: a[0])
+            kept = {id(a) for a in mine}
+            medium.inbox[ue] = [a for a in medium.inbox[ue] if id(a) not in kept]
+    depth = max((len(v) for v in due.values()), default=0)
+    for j in range(depth):
+        ues = [u for u, v in due.items() if len(v) > j]
+        rows = torch.tensor(ues, dtype=torch.long, device=W.device)
+        E = torch.stack([due[u][j][2] for u in ues]).to(W.device, W.dtype)
+        if mode == "reset":
+            W[rows] = E
+            continue
+        if transmit == "gradient":
+            eta = torch.tensor([-medium.setup.lr((due[u][j][0] - 1) * K) for u in ues], dtype=W.dtype,
+                               device=W.device)
+            E = eta.unsqueeze(1) * E
+        W[rows] = W[rows] + E
+
+
+def air(medium: Medium, server_round: int, ues: list[int], V: torch.Tensor) -> RoundResult:
+    """Superpose the rows ``V`` transmitted by ``ues`` and queue every UE's estimate."""
+    s = medium.setup
+    result = RoundResult(participants=list(ues), failures=[], row={"delay_steps": s.delay or 0})
+    if not ues:
+        return result
+    full = torch.zeros(medium.num_ues, medium.like.numel(), dtype=medium.like.dtype, device=medium.like.device)
+    idx = torch.tensor(ues, dtype=torch.long)
+    full[idx.to(full.device)] = V.to(full.device, full.dtype)
+    available = torch.zeros(medium.num_ues, dtype=torch.bool)
+    available[idx] = True
+    res = transmit_scaled(s.channel, full, medium.weights, s.seed, server_round, available,
+                          noise_factor_of(s.noise_factor, server_round))
+    result.channel = res
+    if res.n_active > 0:
+        medium._queue(server_round, res)
+    return result
+
+
+def population_round(medium: Medium, server_round: int, W: torch.Tensor, ex: PopulationExchange,
+                     compute: Compute) -> RoundResult:
+    """One exchange of ``medium`` on the stacked UE models ``W`` (changed in place); the result
+    equals :meth:`Medium.aggregate` of the per-UE replies."""
+    deliver(medium, server_round, W, ex)
+    answering = [u for u in range(medium.num_ues) if u not in ex.failed]
+    held = None
+    if ex.report and answering:
+        held = HeldModels(W[torch.tensor(answering, dtype=torch.long, device=W.device)].clone(), answering)
+    train = [u for u in sampled_ues(medium, server_round, ex.flush) if u not in ex.failed]
+    tx, V, non_finite = compute(train, W[torch.tensor(train, dtype=torch.long, device=W.device)]) if train else (
+        [], W[:0], [])
+    result = air(medium, server_round, tx, V)
+    nodes = medium.setup.node_of_ue
+    result.failures = ([Failure(u, nodes[u], ex.failed[u]) for u in sorted(ex.failed)]
+                       + [Failure(u, nodes[u], "non-finite vector") for u in sorted(non_finite)])
+    result.models = held
+    return result

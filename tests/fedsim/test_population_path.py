@@ -1,0 +1,205 @@
+"""The population path (``engine.population``): a server-free round as one tensor program on the
+stacked UE models, without per-UE ClientApp calls. Its numbers equal the per-UE path on every
+server-free receiver, transmission and fault setting, digital FedAvg on a noise-free channel, and a
+hand-written loop; its checkpoints resume on either path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from interrupt import interrupted_run
+from serverfree_cases import CASES, FAULTY, LOGREG, NOISY, QUAD, _models, _run, _same_numbers
+
+import fedsim.apps.client as client
+from fedsim.config import apply_overrides, validate
+from fedsim.errors import ConfigError
+from fedsim.results.rundir import load_run
+from fedsim.runner import run_experiment
+from fedsim.runtime.assemble import assemble
+from fedsim.runtime.checkpoint import TensorBag, load_checkpoint
+from fedsim.runtime.execute import preflight
+from fedsim.runtime.recorder import Recorder
+from fedsim.workloads.quadratic import Quadratic
+from strategies.population import PopulationExchange, population_round
+
+POP = "engine.population=true"
+RELAY_K2 = [LOGREG, "strategy.name='serverfree-relay'", "train.local_steps=2", *NOISY]
+#: every fault kind and non-finite policy, on top of the shared cases
+FAULT_CASES = {
+    "relay-raise-nan-exclude": [*RELAY_K2, "faults.raise_at=[[2, 1], [3, 4]]", "faults.nan_at=[[2, 3]]"],
+    "relay-nan-zero": [*RELAY_K2, "faults.nan_at=[[1, 0], [3, 5]]", "faults.policy='zero'"],
+    "relay-nan-skip-round": [*RELAY_K2, "faults.nan_at=[[2, 2]]", "faults.policy='skip-round'"],
+    "d2d-straggler-trace": [QUAD, "strategy.name='serverfree-d2d'", "train.local_steps=2",
+                            "faults.slowdown=[[1, 50.0], [4, 3.0]]", "faults.deadline=0.01",
+                            "faults.trace=[[1, 2], [2, 2], [3, 0]]", *NOISY],
+}
+
+
+def _count_ue_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """ClientApp train calls from now on."""
+    calls: list[int] = []
+    orig = client.train_round
+    monkeypatch.setattr(client, "train_round", lambda *a, **k: (calls.append(1), orig(*a, **k))[1])
+    return calls
+
+
+@pytest.mark.parametrize("case", [*CASES, *FAULT_CASES])
+def test_population_equals_the_per_ue_path_without_ue_calls(
+        tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = CASES.get(case) or FAULT_CASES[case]
+    per_ue = _run(tmp_path, "per-ue", *extra)
+    calls = _count_ue_calls(monkeypatch)
+    population = _run(tmp_path, "population", POP, *extra)
+    assert calls == []  # no round went through a ClientApp
+    _same_numbers(per_ue, population)
+
+
+def test_the_fault_cases_exercise_their_faults(tmp_path: Path) -> None:
+    """The fault cases are not vacuous: each shows its fault in the rows."""
+    rows = {case: _run(tmp_path, case, POP, *extra)[0] for case, extra in FAULT_CASES.items()}
+    reasons = [r for row in rows["relay-raise-nan-exclude"] for r in row.get("failure_reasons", [])]
+    assert any("raised mid-training in round 2" in r for r in reasons)
+    assert any(r == "non-finite vector" for r in reasons)
+    assert rows["relay-nan-zero"][1]["participants"] == 6  # the zeroed UE still counts
+    skipped = rows["relay-nan-skip-round"][2]
+    assert skipped["participants"] == 0 and skipped["failed_ues"] == [2]
+    d2d = rows["d2d-straggler-trace"]
+    assert d2d[1]["injected"] == {"unavailable": [2], "straggler": [1]}
+    assert d2d[1]["participants"] == 4  # UE 1 missed the deadline, UE 2 was unavailable
+
+
+@pytest.mark.parametrize(("extra", "mode"), [
+    (["train.local_steps=3"], "accumulate"),
+    (["strategy.transmit='model'", "train.local_steps=3"], "reset"),
+    (["strategy.transmit='gradient'", "train.local_steps=1"], "accumulate"),
+])
+def test_population_relay_on_a_noise_free_channel_equals_digital_fedavg(
+        tmp_path: Path, extra: list[str], mode: str) -> None:
+    base = [LOGREG.replace("batch_size=8", "batch_size=0"), "train.lr.eta=0.2", *extra]
+    _, fedavg = _run(tmp_path, "digital", *base)
+    _, relay = _run(tmp_path, "relay", POP, "strategy.name='serverfree-relay'", f"strategy.mode={mode!r}", *base)
+    models = _models(relay)
+    assert models.shape[0] == 6
+    torch.testing.assert_close(models, fedavg["final_model"].expand(6, -1), rtol=1e-9, atol=1e-12)
+
+
+def test_population_d2d_on_quadratics_follows_a_hand_written_loop(tmp_path: Path) -> None:
+    """Noise-free D2D, full batch, accumulate updates, UE 3 unavailable in round 2: every
+    answering UE adds the estimates it has not merged yet, runs K steps of
+    ``w <- w - eta a_n (w - b_n)`` and transmits the update; the estimate is the mean update."""
+    wl_cfg = "workload={name='quadratic', num_ues=6, dim=5, hessian='heterogeneous'}"
+    rounds, K, eta = 4, 3, 0.05
+    _, res = _run(tmp_path, "d2d", wl_cfg, POP, "strategy.name='serverfree-d2d'", "channel.power_control='none'",
+                  f"train.local_steps={K}", f"train.lr.eta={eta}", "faults.trace=[[2, 3]]")
+    wl = Quadratic(validate(apply_overrides({}, [wl_cfg])).workload, validate({}).seed)
+    a, b = wl.a.numpy(), wl.b.numpy()
+    w = wl.init_params().numpy()[None].repeat(6, 0)
+    inbox = [[] for _ in range(6)]
+    for r in range(1, rounds + 2):  # the last exchange only delivers
+        up = [u for u in range(6) if not (r == 2 and u == 3)]
+        for u in up:
+            w[u] = w[u] + sum(inbox[u], 0 * w[u])
+            inbox[u] = []
+        if r > rounds:
+            break
+        x = w[up].copy()
+        for _ in range(K):
+            x = x - eta * a[up] * (x - b[up])
+        mean = (x - w[up]).sum(0) / len(up)
+        for u in range(6):
+            inbox[u].append(mean)
+    torch.testing.assert_close(_models(res), torch.from_numpy(w), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("resumed_on", ["population", "per-ue"])
+def test_population_checkpoints_resume_to_the_per_ue_run(tmp_path: Path, resumed_on: str) -> None:
+    """Interrupted after round 2 and resumed from its checkpoint (on the population path, or on
+    the per-UE path from the population's checkpoint), the run ends where the uninterrupted
+    per-UE run ends."""
+    extra = [LOGREG, "strategy.name='serverfree-d2d'", "train.local_steps=2", *FAULTY, *NOISY]
+    per_ue = _run(tmp_path, "per-ue", *extra)
+    cfg = validate(apply_overrides({}, [
+        "engine.name='inline'", "output.plot=false", f"output.dir={str(tmp_path / 'cut')!r}",
+        "checkpoint.every=1", "rounds=4", POP, *extra]))
+    run_dir = interrupted_run(cfg, 3)
+    if resumed_on == "per-ue":
+        cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"population": False})})
+    result: dict = {}
+    run_experiment(cfg, quiet=True, resume=run_dir, result=result)
+    _same_numbers(per_ue, (load_run(run_dir).metrics, result))
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    (["engine.name='ray'"], "needs engine.name = 'inline'"),
+    (["engine.batched=true"], "leave engine.batched = false"),
+    (["strategy.name='server-ota'"], "is server-based"),
+    (["strategy.overlap.enabled=true"], "strategy.overlap merges estimates"),
+    (["workload={name='moe-lm', num_ues=4}", "train.local_steps=2"], "no vectorised gradient"),
+])
+def test_population_is_refused_where_it_cannot_run(tmp_path: Path, extra: list[str], why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        preflight(validate(apply_overrides({}, [
+            "engine.name='inline'", f"output.dir={str(tmp_path)!r}", LOGREG, "strategy.name='serverfree-relay'",
+            POP, *extra])))
+
+
+def _ue_records(run_dir: Path) -> dict[tuple[int, str, str], torch.Tensor | None]:
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt is not None
+    bag = TensorBag(ckpt.tensors)
+    return {(ue, name, key): (bag.get(t) if t is not None else None) for ue, name, key, t in ckpt.meta["ue_states"]}
+
+
+def test_population_checkpoints_hold_the_records_the_ues_hold(tmp_path: Path) -> None:
+    """The UE records a population checkpoint holds are those the per-UE path's ClientApps hold
+    in their Context.state (model, no blocks in flight, the initial model as the sync model),
+    including after a resume, for a UE that never answered (5) and for one that answered only
+    before the resume (4)."""
+    extra = [LOGREG, "strategy.name='serverfree-relay'", "train.local_steps=2", *NOISY, "checkpoint.every=1",
+             "rounds=4", "faults.trace=[[1, 5], [2, 5], [3, 5], [3, 4]]"]
+    dirs = {}
+    for path in ("per-ue", "population"):
+        cfg = validate(apply_overrides({}, [
+            "engine.name='inline'", "output.plot=false", f"output.dir={str(tmp_path / path)!r}", *extra,
+            *([POP] if path == "population" else [])]))
+        dirs[path] = interrupted_run(cfg, 3)  # rows of rounds 0 and 1, then round 2's exchange
+        with pytest.MonkeyPatch.context() as mp:  # resumed, then stopped again: records survive a resume
+            mp.setattr(Recorder, "log", _stop_after(Recorder.log, 4))
+            with pytest.raises(_Stop):
+                run_experiment(cfg, quiet=True, resume=dirs[path])
+    per_ue, population = _ue_records(dirs["per-ue"]), _ue_records(dirs["population"])
+    assert population.keys() == per_ue.keys()
+    assert {ue for ue, _, _ in per_ue} == set(range(6)) - {5}  # UE 5 has not answered yet
+    for key, t in per_ue.items():
+        if t is None:
+            assert population[key] is None, key
+        else:
+            torch.testing.assert_close(population[key], t, rtol=1e-9, atol=1e-12)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(log, rows: int):
+    def stop(self, row):
+        log(self, row)
+        if len(self.rows) >= rows:
+            raise _Stop()
+
+    return stop
+
+
+def test_unreported_exchanges_copy_no_models() -> None:
+    """An exchange that does not ask for reports returns no held models (none are copied)."""
+    cfg = validate(apply_overrides({}, ["engine.name='inline'", LOGREG, "strategy.name='serverfree-relay'", POP]))
+    exp = assemble(cfg)
+    medium = exp.strategy.server(exp.server_setup({u: u + 1 for u in range(6)}))
+    W = exp.workload.init_params().repeat(6, 1)
+    ex = PopulationExchange(report=False, flush=False, failed={}, transmit="update", mode="accumulate")
+    result = population_round(medium, 1, W, ex, lambda ues, starts: (ues, torch.zeros_like(starts), []))
+    assert result.models is None and result.participants == list(range(6))
+    ex.report = True
+    assert population_round(medium, 2, W, ex, lambda ues, starts: ([], starts[:0], [])).models.holders == list(range(6))
