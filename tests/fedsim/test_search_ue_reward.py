@@ -1,6 +1,8 @@
-"""UE rewards of a finished candidate: the model read from the final checkpoint is the one the run
-evaluated last (its pooled Dice equals summary.json's), and the reward is the data-weighted sum of
-each UE's Dice on its own validation slices, recomputed here through the workload's Dice counts."""
+"""UE rewards of a finished candidate: they are measured on the model the run ended with (the runner
+hands it over, and its pooled loss equals summary.json's), not on the last checkpoint's model (the
+runtime does not checkpoint the last round), and the reward is the data-weighted sum of each UE's
+Dice on its own validation slices, recomputed here through the workload's Dice counts. Rebuilding
+the final model leaves the candidate's run folder as it was."""
 
 from __future__ import annotations
 
@@ -27,14 +29,20 @@ def test_ue_rewards_are_each_ues_validation_dice_of_the_final_model(tmp_path, on
     data["workload"] = {**data["workload"], **TINY["workload"]}
     data["output"] = {**data.get("output", {}), "dir": str(tmp_path), "plot": False}
     cfg = validate(data)
-    run_dir = run_experiment(cfg, quiet=True)
+    out: dict = {}
+    run_dir = run_experiment(cfg, quiet=True, result=out)
+    files = {f: (run_dir / f).read_bytes() for f in ("metrics.jsonl", "summary.json")}
     r, q = ue_rewards(run_dir, "dice")
     acc, _ = ue_rewards(run_dir, "accuracy")
+    loss, _ = ue_rewards(run_dir, "loss")
+    assert files == {f: (run_dir / f).read_bytes() for f in files}  # the run folder is untouched
     wl = build_workload(cfg.workload, cfg.seed)
-    cp = load_checkpoint(run_dir)
-    w = cp.tensors[cp.meta["strategy"]["model"]["__tensor__"]]
+    w = out["final_model"]  # the model the run ended with
     final = json.loads((run_dir / "summary.json").read_text())["final"]
-    assert wl.evaluate(w)["dice"] == pytest.approx(final["dice"], abs=1e-12)  # the final model
+    assert wl.evaluate(w)["loss"] == pytest.approx(final["loss"], abs=1e-12)
+    cp = load_checkpoint(run_dir)  # the last checkpoint is an earlier round's model
+    assert wl.evaluate(cp.tensors[cp.meta["strategy"]["model"]["__tensor__"]])["loss"] != pytest.approx(final["loss"])
+    np.testing.assert_allclose(loss, [wl.evaluate_validation(w, k)["val_loss"] for k in range(3)], rtol=0, atol=1e-9)
     np.testing.assert_allclose(r, [wl.dice_scores(w, ue=k)["dice"] for k in range(3)], atol=1e-12)
     # pixel accuracy on each UE's own validation slices, by hand from the logits
     by_hand = []
