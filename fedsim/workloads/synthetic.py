@@ -26,6 +26,7 @@ from pydantic import Field
 
 from channels.rng import numpy_generator, torch_generator
 from fedsim.workloads.base import TheoryConstants, Workload, WorkloadConfig
+from fedsim.workloads.synthetic_optima import local_optima, minimise
 
 NUM_FEATURES = 60
 NUM_CLASSES = 10
@@ -234,19 +235,15 @@ class SyntheticLogreg(Workload):
 
     def theory_constants(self) -> TheoryConstants:
         """mu = l2 (exact); L = max_n 0.5 lambda_max(X~_n^T X~_n / n) + l2 (bound); w*, f*
-        (Newton-CG, float64); Gamma = f* - sum_n q_n f_n* (per-UE Newton-CG, computed on the
-        first call and cached)."""
+        (Newton-CG, float64); Gamma = f* - sum_n q_n f_n* (per-UE Newton-CG, batched over
+        buckets of UEs of similar size; computed on the first call and cached)."""
         if self._theory is None:
-            lmax = 0.0
-            fn_star = []
-            q = self.ue_weights()
-            for n in range(self.num_ues):
-                x, y = self.ue_data(n)
-                lmax = max(lmax, float(torch.linalg.eigvalsh(x.T @ x / len(y))[-1]))
-                fn_star.append(_minimise(x, y, self.l2)[1])
-            gamma = self.f_star - float((q * torch.tensor(fn_star, dtype=_DT)).sum())
+            buckets = _size_buckets(self.counts)
+            _, fn_star, lmax = local_optima(self.x_train, self.y_train, self.offsets, buckets, self.l2, NUM_CLASSES)
+            gamma = self.f_star - float((self.ue_weights() * fn_star.cpu()).sum())
+            L = 0.5 * float(lmax.max()) + self.l2
             self._theory = TheoryConstants(
-                L=0.5 * lmax + self.l2,
+                L=L,
                 mu=self.l2,
                 f_star=self.f_star,
                 w_star=self.w_star.clone(),
@@ -318,52 +315,7 @@ def _grad(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, l2: float) -> torch
 def _minimise(
     x: torch.Tensor, y: torch.Tensor, l2: float, tol: float = 1e-10, max_newton: int = 100
 ) -> tuple[torch.Tensor, float]:
-    """argmin and min of mean CE(x, y) + (l2/2)||w||^2 by Newton-CG with Armijo backtracking.
-
-    Hessian-vector products are analytic: ``H v = X~^T (p*z - p (p^T z)) / R + l2 v`` with
-    ``z = X~ V``. The objective is l2-strongly convex, so Newton converges globally with the
-    line search and quadratically near the optimum.
-    """
-    r = len(y)
-    w = torch.zeros((NUM_FEATURES + 1) * NUM_CLASSES, dtype=_DT)
-
-    def value(v: torch.Tensor) -> float:
-        logits = x @ v.view(NUM_FEATURES + 1, NUM_CLASSES)
-        ce = (torch.logsumexp(logits, 1) - logits[torch.arange(r), y]).mean()
-        return float(ce + 0.5 * l2 * v.dot(v))
-
-    for _ in range(max_newton):
-        g = _grad(w, x, y, l2)
-        gnorm = float(g.norm())
-        if gnorm <= tol:
-            break
-        p = torch.softmax(x @ w.view(NUM_FEATURES + 1, NUM_CLASSES), dim=1)
-
-        def hvp(v: torch.Tensor, p: torch.Tensor = p) -> torch.Tensor:
-            z = x @ v.view(NUM_FEATURES + 1, NUM_CLASSES)
-            sz = p * z - p * (p * z).sum(1, keepdim=True)
-            return (x.T @ sz).reshape(-1) / r + l2 * v
-
-        # Conjugate gradients on H d = -g, to a forcing tolerance that tightens near w*.
-        d = torch.zeros_like(w)
-        res = -g
-        direc = res.clone()
-        rs = float(res.dot(res))
-        cg_tol = min(0.1, gnorm**0.5) * gnorm
-        for _ in range(10 * w.numel()):
-            hd = hvp(direc)
-            a = rs / float(direc.dot(hd))
-            d += a * direc
-            res -= a * hd
-            rs_new = float(res.dot(res))
-            if rs_new**0.5 <= cg_tol:
-                break
-            direc = res + (rs_new / rs) * direc
-            rs = rs_new
-        t = 1.0
-        if gnorm > 1e-6:  # closer in, f differences drown in rounding; the full step is safe
-            f0, slope = value(w), float(g.dot(d))
-            while value(w + t * d) > f0 + 1e-4 * t * slope and t > 1e-10:
-                t *= 0.5
-        w = w + t * d
-    return w, value(w)
+    """argmin and min of mean CE(x, y) + (l2/2)||w||^2, ||grad|| <= ``tol``: Newton-CG with
+    Armijo backtracking, CG preconditioned by (X~^T X~ / R) kron (class curvature) + l2 I
+    (``synthetic_optima.minimise``)."""
+    return minimise(x, y, l2, NUM_CLASSES, tol, max_newton)
