@@ -1,29 +1,34 @@
 """Population-scale cost: fedsim against a plain per-UE torch loop doing the same maths.
 
 Run: ``python benchmarks/bench_population.py`` (1,000 UEs x 100 rounds: a few minutes on 2 cores);
+``--ues 1000 10000`` adds 10,000 UEs (the per-UE path is skipped above ``--per-ue-max`` UEs);
 ``--grid`` adds ``grid_240`` against the loop cost of its UE-rounds and a scaled plain-Flower
-sample; ``--device cuda`` runs both sides on a GPU.
+sample; ``--device cuda`` runs every side on a GPU.
 
 The **reference** is the physical floor on this machine: one thread, float64, for every round a
 full-batch ``synthetic-logreg`` gradient per UE (``Workload.stochastic_grad``), the superposition
 sum_n q_n g_n, one common and one per-UE Gaussian noise vector, every UE's own-model update, and the
 training loss of the average model. fedsim runs ``serverfree-relay`` on the same workload (inline
-engine, per-round metrics of the UE-held models with their default sub-sample, no checkpoints),
-which is the same work plus its engine, its channel model and its analytics; once per UE as
-always, and once more with ``engine.batched = true`` (every UE's gradient in one vectorised call,
-the ClientApp still called per UE). Each line prints both
-times side by side, their ratio and the target; the machine's load average is printed first,
-because other work on the same cores inflates both sides, and not equally.
+engine, no checkpoints), which is the same work plus its engine, its channel model and its
+metrics: every round the average model (train and test) and a seeded sample of ``eval_ue_sample``
+UE-held models (train and test). Arms: the per-UE path (one ClientApp call per UE), the
+population path (``engine.population = true``: the round as one tensor program) with the default
+metrics, with 8 sampled UE models, and with metrics every ``--eval-every`` rounds.
 
-fedsim's time is split into its set-up (data, the optimum w*, the theory constants: once per run)
-and its rounds (timed from the first round's metrics row to the last), so that a ratio over rounds
-compares like with like; the end-to-end figure is printed too.
+Every arm runs in a fresh process of its own (spawned), so each prints its own peak resident
+memory. Each line prints fedsim's time beside the loop's, their ratio and the target; the
+machine's load average is printed first, because other work on the same cores inflates both
+sides, and not equally. fedsim's time is split into its set-up (data, the optimum w*, the theory
+constants: once per run) and its rounds (timed from the first round's metrics row to the last),
+so that a ratio over rounds compares like with like; the end-to-end figure is printed too.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -42,14 +47,16 @@ from fedsim.workloads.synthetic import _ce_many  # noqa: E402
 GRID_UE_ROUNDS = 240 * 20 * 100  # grid_240: 240 runs of 20 UEs x 100 rounds
 
 
-def relay_config(ues: int, rounds: int, device: str, eval_every: int = 1, batched: bool = False) -> ExperimentConfig:
+def relay_config(ues: int, rounds: int, device: str, eval_every: int = 1, batched: bool = False,
+                 population: bool = False, eval_ue_sample: int = 32) -> ExperimentConfig:
     return validate({
         "name": "bench-population", "rounds": rounds, "seed": 0, "eval_every": eval_every,
+        "eval_ue_sample": eval_ue_sample,
         "workload": {"name": "synthetic-logreg", "num_ues": ues, "batch_size": 0},
         "train": {"local_steps": 1, "lr": {"eta": 0.3}},
         "strategy": {"name": "serverfree-relay"},
         "channel": {"gsnr_db": 30.0},
-        "engine": {"name": "inline", "device": device, "batched": batched},
+        "engine": {"name": "inline", "device": device, "batched": batched, "population": population},
         "checkpoint": {"every": 0},
         "output": {"dir": tempfile.mkdtemp(prefix="fsp"), "plot": False},
     })
@@ -104,23 +111,48 @@ def ratio_line(label: str, fedsim_s: float, loop_s: float, target: float) -> str
             f"(target <= {target:g}x: {verdict})")
 
 
-def population(ues: int, rounds: int, device: str, eval_every: int) -> None:
-    cfg = relay_config(ues, rounds, device)
-    build_workload(cfg.workload, cfg.seed)  # warm the imports; each side builds its own data
-    loop = plain_loop(cfg)
-    fed = fedsim_run(cfg)
-    ue_round = 1e3 * loop / ues
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def _arm(kind: str, kwargs: dict, threads: int) -> dict[str, float]:
+    """One arm in this (spawned) process: its times and its peak resident memory."""
+    torch.set_num_threads(threads)
+    cfg = relay_config(**kwargs)
+    if kind == "loop":
+        build_workload(cfg.workload, cfg.seed)  # warm the imports; each side builds its own data
+        out = {"per_round": plain_loop(cfg)}
+    else:
+        out = fedsim_run(cfg)
+    return {**out, "peak_mb": _peak_mb()}
+
+
+def in_child(kind: str, threads: int = 1, **kwargs) -> dict[str, float]:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_arm, (kind, kwargs, threads))
+
+
+def population(ues: int, rounds: int, device: str, eval_every: int, per_ue_max: int) -> None:
+    base = {"ues": ues, "rounds": rounds, "device": device}
+    loop = in_child("loop", **base)
+    per_round = loop["per_round"]
+    cores = os.cpu_count() or 1
     print(f"{ues} UEs x {rounds} rounds, serverfree-relay, synthetic-logreg full batch, {device}:")
-    print(f"  plain loop: {ue_round:.3f} ms per UE-round, {loop * rounds:.1f} s for the run")
-    print(ratio_line("per round  ", fed["per_round"], loop, 2.0))
-    print(ratio_line("whole run  ", fed["total"], loop * rounds, 2.0)
-          + f"  (fedsim set-up {fed['setup']:.1f} s of it)")
-    together = fedsim_run(relay_config(ues, rounds, device, batched=True))  # engine.batched = true
-    print(ratio_line("per round, engine.batched", together["per_round"], loop, 2.0))
-    print(ratio_line("whole run, engine.batched", together["total"], loop * rounds, 2.0))
-    if eval_every > 1:  # the share of the UE-held models' metrics (the loop evaluates one model)
-        sparse = fedsim_run(relay_config(ues, rounds, device, eval_every))
-        print(ratio_line(f"whole run, metrics every {eval_every} rounds", sparse["total"], loop * rounds, 2.0))
+    print(f"  plain loop (1 thread): {1e3 * per_round / ues:.3f} ms per UE-round, {per_round * rounds:.1f} s for "
+          f"the run, peak {loop['peak_mb']:.0f} MB")
+    arms = [("population path, metrics every round", {"population": True}, 1),
+            ("population path, 8 UE models sampled", {"population": True, "eval_ue_sample": 8}, 1),
+            (f"population path, metrics every {eval_every} rounds", {"population": True, "eval_every": eval_every}, 1),
+            (f"population path, metrics every round, {cores} threads", {"population": True}, cores)]
+    if ues <= per_ue_max:
+        arms.insert(0, ("per-UE path, metrics every round", {"population": False}, 1))
+    for label, extra, threads in arms:
+        fed = in_child("fedsim", threads, **base, **extra)
+        print(f"  {label} (set-up {fed['setup']:.1f} s, peak {fed['peak_mb']:.0f} MB):")
+        if extra.get("eval_every", 1) == 1:
+            print(ratio_line("per round", fed["per_round"], per_round, 2.0))
+        print(ratio_line("whole run", fed["total"], per_round * rounds, 2.0))
 
 
 def grid(device: str, flower_rounds: int) -> None:
@@ -152,7 +184,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--eval-every", type=int, default=10,
-                    help="also a fedsim run with metrics only every this many rounds (1: skip)")
+                    help="the population path's arm with metrics only every this many rounds")
+    ap.add_argument("--per-ue-max", type=int, default=2000, help="skip the per-UE path above this many UEs")
     ap.add_argument("--grid", action="store_true", help="also grid_240 and the plain-Flower sample")
     ap.add_argument("--flower-rounds", type=int, default=20, help="rounds of the Flower sample (0: skip)")
     args = ap.parse_args()
@@ -161,7 +194,7 @@ def main() -> None:
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores; torch "
           f"{torch.__version__}, 1 thread per process")
     for ues in args.ues:
-        population(ues, args.rounds, args.device, args.eval_every)
+        population(ues, args.rounds, args.device, args.eval_every, args.per_ue_max)
     if args.grid:
         grid(args.device, args.flower_rounds)
 

@@ -199,6 +199,10 @@ class Strategy(ABC):
     Params: ClassVar[type[StrategyParams]] = StrategyParams
     receiver: ClassVar[str] = "server"
     serverfree: ClassVar[bool] = False
+    #: The built-in family whose UE rule the population path reproduces (``engine.population``;
+    #: set by ``strategies.fedavg`` and ``strategies.serverfree``). A subclass with its own
+    #: ``ue_round`` runs per UE.
+    population_family: ClassVar[type | None] = None
 
     def __init__(self, params: StrategyParams, local_steps: int) -> None:
         self.params = params
@@ -237,6 +241,18 @@ class Strategy(ABC):
                     "training starts (training_start); use the per-UE path")
         if self.transmit == "gradient":
             return "strategy.transmit = 'gradient' takes no local steps; use 'update' or 'model'"
+        return None
+
+    @property
+    def supports_population(self) -> str | None:
+        """Why the population path (a round as one tensor program, no per-UE calls) cannot run this
+        strategy, or None when it can: the built-in UE rules without overlap."""
+        if self.params.overlap.enabled:
+            return "strategy.overlap merges estimates between local steps; use the per-UE path"
+        family = self.population_family
+        if family is None or type(self).ue_round is not family.ue_round:
+            return (f"strategy {self.params.name} has a UE rule of its own, which only the per-UE path runs; "
+                    "use engine.population = false")
         return None
 
     def training_start(self, records: dict[str, dict[str, torch.Tensor]], received: list[torch.Tensor],

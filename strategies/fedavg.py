@@ -129,4 +129,6 @@ class ServerDigital(Strategy):
         return UEOutput(ue_transmit(w, ctx.grad, ctx.first_step, ctx.steps, ctx.lr, self.transmit, ctx.train))
 
 
+ServerDigital.population_family = ServerDigital  # strategies.population runs its UE rule over all UEs
+
 __all__ = ["GlobalModelServer", "ServerDigital"]

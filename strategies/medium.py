@@ -249,10 +249,10 @@ class Medium(FedAvg):
                                   noise_factor_of(s.noise_factor, server_round))
             result.channel = res
             if res.n_active > 0:
-                self._queue(server_round, res)
+                self.queue(server_round, res)
         return result
 
-    def _queue(self, server_round: int, res: ChannelResult) -> None:
+    def queue(self, server_round: int, res: ChannelResult) -> None:
         """Queue every UE's estimate for delivery; a UE the channel did not reach (a relay downlink
         below its threshold) misses this round's."""
         step = arrival_step(server_round, self.setup.steps, self.setup.delay or 0)

@@ -1,19 +1,23 @@
-"""The medium's round as tensor operations over all UEs at once (``engine.population``).
+"""A round as tensor operations over all UEs at once (``engine.population``).
 
-:class:`~strategies.medium.Medium` normally writes one Flower message per UE and reads one reply
-per UE. At population scale the per-UE messages cost more than the maths, so the population path
-runs the same round on the stacked UE models ``W [N, d]``:
+The server sides normally write one Flower message per UE and read one reply per UE. At
+population scale the per-UE messages cost more than the maths, so the population path runs the
+same round without them:
 
-1. every UE that answers merges the estimates due before step 0 into its row of ``W`` (in block
-   order, by the same rule as :func:`strategies.medium.merge_estimate`) and they leave its inbox; a
-   UE that fails keeps its row and its estimates, which are delivered again next exchange;
-2. the rows of the UEs asked to report are the round's held models;
-3. the caller computes the sampled UEs' transmissions (local training, its faults and its
-   non-finite policy) and hands back the rows to put on the air;
-4. the channel superposes them and every UE's estimate is queued in its inbox.
+- **the medium** (:class:`~strategies.medium.Medium`, server-free strategies) on the stacked UE
+  models ``W [N, d]``: every UE that answers merges the estimates due before step 0 into its row
+  (in block order, by the rule of :func:`strategies.medium.merge_estimate`) and they leave its
+  inbox, while a UE that fails keeps its row and its estimates, delivered again next exchange; the
+  rows of the UEs asked to report are the held models; the sampled UEs' transmissions go on the
+  air and every UE's estimate is queued;
+- **the global-model server** (:class:`~strategies.fedavg.GlobalModelServer`, server-based
+  strategies): the sampled UEs that answer compute their transmissions from the global model, the
+  server's receiver estimates the aggregate and the model takes the step.
 
-Only the sequential schedule is served: with ``strategy.overlap`` estimates are merged between
-local steps, which a round-at-once program cannot do.
+In both, the caller computes the transmissions (local training, the UEs' faults and the
+non-finite policy: :data:`Compute`). Only the sequential schedule is served: with
+``strategy.overlap`` estimates are merged between local steps, which a round-at-once program
+cannot do.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ import torch
 
 from strategies.base import HeldModels, RoundResult
 from strategies.common import Failure, sample_ues
+from strategies.fedavg import GlobalModelServer
 from strategies.medium import Medium
-from strategies.updates import noise_factor_of, transmit_scaled
+from strategies.updates import apply_estimate, noise_factor_of, transmit_scaled
 
 #: (UEs that transmit, their rows [M, d], UEs whose transmission was non-finite), from the UEs
 #: asked to transmit and their start models.
@@ -75,14 +80,13 @@ def deliver(medium: Medium, server_round: int, W: torch.Tensor, ex: PopulationEx
     depth = max((len(v) for v in due.values()), default=0)
     for j in range(depth):
         ues = [u for u, v in due.items() if len(v) > j]
-        rows = torch.tensor(ues, dtype=torch.long, device=W.device)
+        rows = torch.tensor(ues, dtype=torch.long).to(W.device)
         E = torch.stack([due[u][j][2] for u in ues]).to(W.device, W.dtype)
         if mode == "reset":
             W[rows] = E
             continue
         if transmit == "gradient":
-            eta = torch.tensor([-medium.setup.lr((due[u][j][0] - 1) * K) for u in ues], dtype=W.dtype,
-                               device=W.device)
+            eta = torch.tensor([-medium.setup.lr((due[u][j][0] - 1) * K) for u in ues], dtype=W.dtype).to(W.device)
             E = eta.unsqueeze(1) * E
         W[rows] = W[rows] + E
 
@@ -102,25 +106,59 @@ def air(medium: Medium, server_round: int, ues: list[int], V: torch.Tensor) -> R
                           noise_factor_of(s.noise_factor, server_round))
     result.channel = res
     if res.n_active > 0:
-        medium._queue(server_round, res)
+        medium.queue(server_round, res)
     return result
 
 
-def population_round(medium: Medium, server_round: int, W: torch.Tensor, ex: PopulationExchange,
-                     compute: Compute) -> RoundResult:
-    """One exchange of ``medium`` on the stacked UE models ``W`` (changed in place); the result
-    equals :meth:`Medium.aggregate` of the per-UE replies."""
+def population_round(server: Medium | GlobalModelServer, server_round: int, W: torch.Tensor | None,
+                     ex: PopulationExchange, compute: Compute) -> RoundResult:
+    """One exchange of ``server`` without messages; the result equals its ``aggregate`` of the
+    per-UE replies. ``W`` holds the UE models of a medium (changed in place; None for a server)."""
+    if isinstance(server, Medium):
+        assert W is not None
+        return medium_round(server, server_round, W, ex, compute)
+    if isinstance(server, GlobalModelServer):
+        return global_model_round(server, server_round, ex, compute)
+    raise TypeError(f"{type(server).__name__} has no population round; set engine.population = false")
+
+
+def _failures(server: Medium | GlobalModelServer, failed: dict[int, str], non_finite: list[int]) -> list[Failure]:
+    """Failed replies, then non-finite transmissions, each by UE (the per-UE path's order)."""
+    nodes = server.setup.node_of_ue
+    return ([Failure(u, nodes[u], failed[u]) for u in sorted(failed)]
+            + [Failure(u, nodes[u], "non-finite vector") for u in sorted(non_finite)])
+
+
+def medium_round(medium: Medium, server_round: int, W: torch.Tensor, ex: PopulationExchange,
+                 compute: Compute) -> RoundResult:
+    """The medium's exchange on the stacked UE models ``W`` (changed in place)."""
     deliver(medium, server_round, W, ex)
     answering = [u for u in range(medium.num_ues) if u not in ex.failed]
     held = None
     if ex.report and answering:
-        held = HeldModels(W[torch.tensor(answering, dtype=torch.long, device=W.device)].clone(), answering)
+        held = HeldModels(W[torch.tensor(answering, dtype=torch.long).to(W.device)].clone(), answering)
     train = [u for u in sampled_ues(medium, server_round, ex.flush) if u not in ex.failed]
-    tx, V, non_finite = compute(train, W[torch.tensor(train, dtype=torch.long, device=W.device)]) if train else (
+    tx, V, non_finite = compute(train, W[torch.tensor(train, dtype=torch.long).to(W.device)]) if train else (
         [], W[:0], [])
     result = air(medium, server_round, tx, V)
-    nodes = medium.setup.node_of_ue
-    result.failures = ([Failure(u, nodes[u], ex.failed[u]) for u in sorted(ex.failed)]
-                       + [Failure(u, nodes[u], "non-finite vector") for u in sorted(non_finite)])
+    result.failures = _failures(medium, ex.failed, non_finite)
     result.models = held
+    return result
+
+
+def global_model_round(server: GlobalModelServer, server_round: int, ex: PopulationExchange,
+                       compute: Compute) -> RoundResult:
+    """The global-model server's round: the sampled UEs that answer transmit from the global
+    model, the receiver estimates the aggregate and the model takes the step."""
+    s = server.setup
+    train = [u for u in sample_ues(s.seed, server_round, len(s.node_of_ue), server.fraction_train)
+             if u not in ex.failed]
+    start = server.model.unsqueeze(0).expand(len(train), -1)
+    tx, V, non_finite = compute(train, start) if train else ([], start, [])
+    result = RoundResult(participants=list(tx), failures=_failures(server, ex.failed, non_finite))
+    if tx:
+        v_hat, result.channel = server.estimate(server_round, dict(zip(tx, V, strict=True)))
+        if v_hat is not None:
+            server.model = apply_estimate(server.model, v_hat, server.transmit, s.lr((server_round - 1) * s.steps))
+    result.models = HeldModels(server.model.unsqueeze(0))
     return result

@@ -72,6 +72,9 @@ class ServerFreeRelay(Strategy):
                                overlap=self.params.overlap)
 
 
+ServerFreeRelay.population_family = ServerFreeRelay  # strategies.population runs its UE rule over all UEs
+
+
 class ServerFreeD2D(ServerFreeRelay):
     """Server-free FL by D2D: one receive slot per UE, in which the others pre-equalise for it."""
 

@@ -67,7 +67,8 @@ class TimingConfig(Section):
 
 class EngineConfig(Section):
     """How the Flower apps run. ``ray``: Flower's simulation runtime on Ray; ``inline``: an
-    in-process Grid (no Ray). Both give identical metrics for the same seed."""
+    in-process Grid (no Ray). Both give identical metrics for the same seed when UEs run one by one;
+    the inline engine's population path (the default where it can run) equals them to rounding."""
 
     name: Literal["ray", "inline"] = Field(
         "ray", description="'ray': Flower's simulation runtime on Ray (sweeps: parallel Ray tasks); 'inline': in "
@@ -86,11 +87,16 @@ class EngineConfig(Section):
                            "gradient (server-based strategies with update/model transmission; server-free "
                            "strategies with any transmission, each UE from its own model after its due "
                            "estimates; not with overlap). Equal to the per-UE path to float tolerance")
-    population: bool = Field(
-        False, description="inline engine, server-free strategies without overlap: run each round for all UEs "
-                           "as one tensor program on the stacked UE models [N, d] instead of one ClientApp call "
-                           "per UE (faults, policies, checkpoints and resume as on the per-UE path). Equal to "
-                           "the per-UE path to float tolerance")
+    threads: int = Field(
+        1, ge=1, le=1024, description="torch threads of the run's own process (set-up, evaluation, the population "
+                                      "path); 1 keeps the numbers independent of the machine. The per-UE ClientApps "
+                                      "always compute with one thread")
+    population: bool | Literal["auto"] = Field(
+        "auto", description="inline engine, built-in strategies without overlap, workloads with a vectorised "
+                            "gradient: run each round for all UEs as one tensor program (server-free: on the "
+                            "stacked UE models [N, d]) instead of one ClientApp call per UE; faults, policies, "
+                            "checkpoints and resume as on the per-UE path, numbers equal to it to rounding. "
+                            "'auto': wherever it can run; true: refuse a run where it cannot; false: per UE")
 
     @field_validator("device")
     @classmethod

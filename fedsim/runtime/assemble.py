@@ -71,6 +71,7 @@ class Experiment:
     tau_cm: float
     delay: int
     steps: int
+    population: bool = False
 
     @property
     def workload(self) -> Workload:
@@ -133,8 +134,8 @@ def assemble(cfg: ExperimentConfig) -> Experiment:
     check_pipeline(cfg, channel, side, steps)
     faults.check_faults(cfg, workload.num_ues)
     check_batched(cfg, strategy, workload)
-    check_population(cfg, strategy, workload)
-    return Experiment(cfg, cfg.model_dump_json(), side, channel, tau_cm, delay, steps)
+    population = population_path(cfg, strategy, workload)
+    return Experiment(cfg, cfg.model_dump_json(), side, channel, tau_cm, delay, steps, population)
 
 
 def check_pipeline(cfg: ExperimentConfig, channel: Channel, side: UESide, steps: int) -> None:
@@ -168,24 +169,24 @@ def check_batched(cfg: ExperimentConfig, strategy: Strategy, workload: Workload)
         raise ConfigError(f"engine.batched = true cannot be used here: {why}")
 
 
-def check_population(cfg: ExperimentConfig, strategy: Strategy, workload: Workload) -> None:
-    """Refuse ``engine.population`` where the population path cannot run (a ConfigError naming why)."""
-    if not cfg.engine.population:
-        return
+def population_path(cfg: ExperimentConfig, strategy: Strategy, workload: Workload) -> bool:
+    """Whether the run takes the population path (``engine.population``): "auto" takes it wherever it
+    can run; true where it cannot is a ConfigError naming why."""
+    wanted = cfg.engine.population
+    if wanted is False:
+        return False
     why = None
     if cfg.engine.name != "inline":
         why = "it needs engine.name = 'inline' (Ray's UE actors hold one UE each)"
     elif cfg.engine.batched:
         why = "it already trains every UE at once; leave engine.batched = false"
-    elif not strategy.serverfree:
-        why = (f"strategy {cfg.strategy.name} is server-based; the population path serves the server-free "
-               "strategies (server-based ones have engine.batched)")
-    elif strategy.params.overlap.enabled:
-        why = "strategy.overlap merges estimates between local steps; use the per-UE path"
+    elif strategy.supports_population is not None:
+        why = strategy.supports_population
     elif workload.custom_local_train or not workload.batched_grad:
         why = f"workload {cfg.workload.name} has no vectorised gradient (batched_grad); use the per-UE path"
-    if why is not None:
+    if why is not None and wanted is True:
         raise ConfigError(f"engine.population = true cannot be used here: {why}")
+    return why is None
 
 
 #: Copies of an [N, d] block a run holds at once: UE models, sync models, inbox, the channel's

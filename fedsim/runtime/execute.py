@@ -14,10 +14,13 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from fedsim.apps.client import client_app, make_client_app
 from fedsim.apps.server import LoopApp
@@ -64,7 +67,25 @@ def execute(cfg: ExperimentConfig, *, quiet: bool = False, plot: bool | None = N
             resume: Path | None = None) -> RunResult:
     """Run ``cfg`` in a new run directory (or continue ``resume``, an existing run directory of
     ``cfg``, from its last checkpoint). Never raises for a run that started: the error is in
-    ``RunResult.error`` and in the summary."""
+    ``RunResult.error`` and in the summary. Torch computes with ``engine.threads`` threads meanwhile."""
+    with torch_threads(cfg.engine.threads):
+        return _execute(cfg, quiet=quiet, plot=plot, resume=resume)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Torch's intra-op threads set to ``n`` (the caller's setting is restored after): reductions
+    split over threads sum in another order, so a fixed count keeps a run's numbers the same on
+    every machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _execute(cfg: ExperimentConfig, *, quiet: bool, plot: bool | None, resume: Path | None) -> RunResult:
     experiment = preflight(cfg)
     started = time.monotonic()
     run_dir, checkpoint, rows, summary = _open_run_dir(cfg, resume)

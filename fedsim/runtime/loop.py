@@ -101,7 +101,7 @@ class RoundLoop:
         self.node_of_ue = discover_nodes(grid, exp.num_ues)
         self.server: ServerSide = exp.strategy.server(exp.server_setup(self.node_of_ue))
         self.transport = Transport(grid, cfg, self.node_of_ue, exp.ue.tau_cp, exp.steps)
-        self.population = Population(exp, self.server) if cfg.engine.population else None
+        self.population = Population.of(exp, self.server)
         self.clock = exp.clock()
         # lag 1: the row of the last exchange, completed by the next one (round 0 by the first)
         self.pending: tuple[dict[str, Any], ChannelResult | None] | None = (

@@ -1,18 +1,19 @@
-"""The population path (``engine.population = true``): a server-free round as one tensor program.
+"""The population path (``engine.population``): a round as one tensor program, no ClientApp calls.
 
 Where the UE state lives. On the per-UE path every UE keeps its model in its Flower
-``Context.state`` and the round is N ClientApp calls. On the population path the round loop keeps
-the N UE models as the rows of one tensor ``W [N, d]`` (this module's :class:`Population`) and
-runs the medium's round on it (:func:`strategies.population.population_round`): merging, local
-training through the workload's vectorised gradient, the UEs' injected faults, the non-finite
-policy, the channel. The ClientApps are still discovered, and a resumed run still restores their
-records, but they are not called per round. Flower's semantics are kept where they are observable:
+``Context.state`` and the round is one ClientApp call per UE. On the population path the round
+loop runs the server side's round directly (:func:`strategies.population.population_round`):
+local training through the workload's vectorised gradient, the UEs' injected faults, the
+non-finite policy, the channel. For a server-free strategy the N UE models are the rows of one
+tensor ``W [N, d]`` kept here (:class:`Population`); a server-based strategy's UEs keep nothing
+between rounds. The ClientApps are still discovered at the start, but not called per round.
+Flower's semantics are kept where they are observable:
 
-- a UE whose round fails (``unavailable``, ``raise``) keeps its model and its estimates, as a
-  ClientApp that raised before saving its state would;
+- a UE whose round fails (``unavailable``, ``raise``; a straggler under a server-based strategy)
+  keeps its model and its estimates, as a ClientApp that raised before saving its state would;
 - checkpoints hold exactly the records the UEs' ``Context.state`` holds on the per-UE path
-  (``fedsim.model``, ``fedsim.pending``, ``fedsim.sync`` per UE), so a checkpoint of either path
-  resumes on either path;
+  (``fedsim.model``, ``fedsim.pending``, ``fedsim.sync`` per UE that has answered once), so a
+  checkpoint of either path resumes on either path;
 - the numbers equal the per-UE path to floating-point tolerance (the vectorised gradient sums in
   another order), which the tests check with faults, partial participation and resume.
 
@@ -26,51 +27,84 @@ from typing import Any
 
 import torch
 
+from fedsim.errors import FedsimError
 from fedsim.runtime import faults
 from fedsim.runtime.assemble import Experiment
 from fedsim.runtime.checkpoint import TensorBag
 from fedsim.runtime.transport import Transport
-from strategies import RoundResult
+from strategies import RoundResult, ServerSide
+from strategies.common import sample_ues
+from strategies.fedavg import GlobalModelServer
 from strategies.medium import MODEL, PENDING, SYNC, Medium
 from strategies.population import PopulationExchange, population_round, sampled_ues
 
 
-def injected_reason(kind: str, ue: int, server_round: int) -> str:
-    """The error text a ClientApp's reply carries for an injected ``unavailable``/``raise``."""
-    exc = faults.InjectedFault(f"injected fault: UE {ue} unavailable in round {server_round}" if kind == "unavailable"
-                               else f"injected fault: UE {ue} raised mid-training in round {server_round}")
-    return "".join(traceback.format_exception_only(exc))
+def _index(rows: list[int], device: torch.device) -> torch.Tensor:
+    """Row indices on ``device`` (made on the CPU and moved: some devices build no tensor from a list)."""
+    return torch.tensor(rows, dtype=torch.long).to(device)
 
 
 class Population:
-    """The UE models of a server-free run as the rows of ``W [N, d]`` (see the module docstring)."""
+    """The population path of one run (see the module docstring): for a server-free strategy the
+    UE models as the rows of ``W [N, d]``."""
 
-    def __init__(self, experiment: Experiment, server: Medium) -> None:
+    @classmethod
+    def of(cls, experiment: Experiment, server: ServerSide) -> Population | None:
+        """The run's population path, or None for the per-UE path: a server side of its own runs
+        per UE under ``engine.population = "auto"``, and is an error under ``true``."""
+        if not experiment.population:
+            return None
+        if isinstance(server, Medium | GlobalModelServer):
+            return cls(experiment, server)
+        if experiment.config.engine.population is True:
+            raise FedsimError(f"strategy {experiment.config.strategy.name}: its server side "
+                              f"{type(server).__name__} has no population round; set engine.population = false")
+        return None
+
+    def __init__(self, experiment: Experiment, server: Medium | GlobalModelServer) -> None:
         self.experiment, self.server = experiment, server
         wl = experiment.workload
         self.init = wl.init_params().to(wl.device)
-        self.W = self.init.repeat(wl.num_ues, 1)
+        self.holds = isinstance(server, Medium)
+        self.W = self.init.repeat(wl.num_ues, 1) if self.holds else None
         self.touched = torch.zeros(wl.num_ues, dtype=torch.bool)  # UEs that hold records (answered once)
 
     # ------------------------------------------------------------------ one exchange
     def exchange(self, server_round: int, *, report: bool, flush: bool,
                  transport: Transport) -> tuple[RoundResult, dict[int, str]]:
-        """The exchange's result (as :meth:`Medium.aggregate` gives it) and its fault plan."""
-        strategy = self.experiment.strategy
-        transmitting = set(sampled_ues(self.server, server_round, flush))
-        plan = {} if flush else transport.plan(server_round, transmitting, set(range(len(self.touched))))
-        failed = {u: injected_reason(k, u, server_round) for u, k in plan.items() if k in ("unavailable", "raise")}
-        ex = PopulationExchange(report=report, flush=flush, failed=failed, transmit=strategy.transmit,
-                                mode=strategy.params.mode)
+        """The exchange's result (as the server side's ``aggregate`` gives it) and its fault plan."""
+        exp, n = self.experiment, len(self.touched)
+        if torch.get_num_threads() != exp.config.engine.threads:  # a ClientApp (discovery) may have set one
+            torch.set_num_threads(exp.config.engine.threads)
+        if self.holds:
+            sampled, receiving = set(sampled_ues(self.server, server_round, flush)), set(range(n))
+        else:
+            receiving = sampled = set(sample_ues(exp.config.seed, server_round, n, self.server.fraction_train))
+        plan = {} if flush else transport.plan(server_round, sampled, receiving)
+        failed = {u: self._reason(k, u, server_round) for u, k in plan.items()
+                  if k in ("unavailable", "raise") or (k == "straggler" and not self.holds)}
+        ex = PopulationExchange(report=report, flush=flush, failed=failed, transmit=exp.strategy.transmit,
+                                mode=getattr(exp.strategy.params, "mode", "accumulate"))
 
         def compute(ues: list[int], starts: torch.Tensor) -> tuple[list[int], torch.Tensor, list[int]]:
             return self._transmissions(server_round, ues, starts, plan)
 
         result = population_round(self.server, server_round, self.W, ex, compute)
-        answered = torch.ones(len(self.touched), dtype=torch.bool)
+        answered = torch.ones(n, dtype=torch.bool)
         answered[list(failed)] = False
         self.touched |= answered
         return result, plan
+
+    def _reason(self, kind: str, ue: int, server_round: int) -> str:
+        """The error text a ClientApp's reply carries for an injected fault it raises."""
+        if kind == "straggler":
+            deadline = self.experiment.config.faults.deadline
+            text = f"straggler: UE {ue} missed the deadline of {deadline} s in round {server_round}"
+        elif kind == "unavailable":
+            text = f"injected fault: UE {ue} unavailable in round {server_round}"
+        else:
+            text = f"injected fault: UE {ue} raised mid-training in round {server_round}"
+        return "".join(traceback.format_exception_only(faults.InjectedFault(text)))
 
     def _transmissions(self, server_round: int, ues: list[int], starts: torch.Tensor,
                        plan: dict[int, str]) -> tuple[list[int], torch.Tensor, list[int]]:
@@ -86,10 +120,10 @@ class Population:
                 if exp.strategy.transmit == "update":
                     V = V - starts
         keep = [i for i, u in enumerate(ues) if plan.get(u) != "straggler"]  # computed, missed the air
-        ues, V = [ues[i] for i in keep], V[keep]
+        ues, V = [ues[i] for i in keep], V[_index(keep, V.device)]
         nan = [i for i, u in enumerate(ues) if plan.get(u) == "nan"]
         if nan:
-            V[nan] = float("nan")
+            V[_index(nan, V.device)] = float("nan")
         finite = torch.isfinite(V).all(1) if len(ues) else torch.ones(0, dtype=torch.bool)
         if bool(finite.all()):
             return ues, V, []

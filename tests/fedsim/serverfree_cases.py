@@ -1,5 +1,6 @@
 """Server-free configurations and helpers shared by the batched-path and population-path tests:
-runs of 6 UEs x 4 rounds on the inline engine, and the comparison of two runs' numbers."""
+runs of 6 UEs x 4 rounds on the inline engine (the per-UE path unless the extra overrides ask
+for another), and the comparison of two runs' numbers."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ FAULTY = ["faults.unavailable=0.3", "strategy.fraction=0.5"]
 def _run(tmp_path: Path, name: str, *extra: str) -> tuple[list[dict], dict]:
     cfg = validate(apply_overrides({}, [
         "engine.name='inline'", "output.plot=false", f"output.dir={str(tmp_path / name)!r}",
-        "checkpoint.every=0", "rounds=4", *extra]))
+        "checkpoint.every=0", "rounds=4", "engine.population=false", *extra]))
     result: dict = {}
     rows = load_run(run_experiment(cfg, quiet=True, result=result)).metrics
     return rows, result
@@ -39,12 +40,27 @@ def _same_numbers(a: tuple[list[dict], dict], b: tuple[list[dict], dict]) -> Non
     for ra, rb in zip(rows_a, rows_b, strict=True):
         assert ra.keys() == rb.keys()
         for k, v in ra.items():
-            if isinstance(v, float) and not k.endswith("_s"):  # wall-clock timings differ
-                assert rb[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
-            elif not isinstance(v, float):
-                assert rb[k] == v, k
+            if not k.endswith("_s"):  # wall-clock timings differ
+                _same(v, rb[k], k)
     ma, mb = _models(res_a), _models(res_b)
     torch.testing.assert_close(mb.expand_as(ma), ma, rtol=1e-9, atol=1e-12)
+
+
+def _same(a, b, where: str) -> None:
+    """Equal, floats to 1e-9 relative (also inside dicts and lists: the theory constants are
+    computed with the process's torch threads, which the per-UE path sets to one)."""
+    if isinstance(a, float):
+        assert b == pytest.approx(a, rel=1e-9, abs=1e-12), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert b == a, where
 
 
 CASES = {

@@ -84,6 +84,10 @@ CASES = {
                         "strategy.overlap.enabled=true", "timing.latency_ratio=3",
                         "channel.power_control='phase'", "channel.fading='rayleigh'", "channel.csi_error=0.1"],
     "batched-logreg": [*SMALL, "strategy.name='server-ota'", "engine.batched=true", "workload.batch_size=8"],
+    "population-d2d": [*SMALL, "strategy.name='serverfree-d2d'", "engine.population=true", "strategy.mode='reset'",
+                       "strategy.fraction=0.5", "faults.slowdown=[[1, 50.0]]", "faults.deadline=0.01",
+                       "faults.nan_at=[[2, 0], [3, 2]]", "faults.policy='zero'", "channel.fading='rayleigh'",
+                       "channel.interference='gaussian'", "checkpoint.every=1"],
     "quadratic": [*SMALL, "workload={name='quadratic', num_ues=4, grad_noise=0.1}", "strategy.name='server-ota'",
                   "channel.interference='sas'", "train.local_steps=1"],
 }
@@ -223,6 +227,6 @@ def test_ray_engine_runs_ue_actors_on_fractional_gpus(tmp_path, monkeypatch) -> 
 
     monkeypatch.setattr(engines, "ray_backend_config", with_gpu)
     small = [*SMALL, "rounds=2", "strategy.name='serverfree-relay'", "channel.interference='sas'"]
-    inline = _run(tmp_path / "inline", small)
+    inline = _run(tmp_path / "inline", [*small, "engine.population=false"])  # the per-UE path: bit-identical
     ray = _run(tmp_path / "ray", [*small, "engine.name='ray'", "engine.num_cpus=2"])
     assert calls == ["ray"] and ray == inline

@@ -30,15 +30,28 @@ def run(tmp: Path, *overrides: str, rounds: int = ROUNDS, num_ues: int = N) -> l
 
 @pytest.fixture
 def trained(monkeypatch):
-    """(step, UE) of every local gradient the run computes (K = 1: step = round - 1)."""
+    """(step, UE) of every local gradient the run computes (K = 1: step = round - 1), one UE at a
+    time (the per-UE path) or all at once (``stochastic_grad_many``: the batched and population
+    paths)."""
     calls: list[tuple[int, int]] = []
-    original = Quadratic.stochastic_grad
+    inside_many: list[bool] = []
+    one, many = Quadratic.stochastic_grad, Quadratic.stochastic_grad_many
 
     def record(self, w, ue, step):
-        calls.append((step, ue))
-        return original(self, w, ue, step)
+        if not inside_many:
+            calls.append((step, ue))
+        return one(self, w, ue, step)
+
+    def record_many(self, ws, ues, step):
+        calls.extend((step, int(ue)) for ue in ues)
+        inside_many.append(True)
+        try:
+            return many(self, ws, ues, step)
+        finally:
+            inside_many.pop()
 
     monkeypatch.setattr(Quadratic, "stochastic_grad", record)
+    monkeypatch.setattr(Quadratic, "stochastic_grad_many", record_many)
     return calls
 
 

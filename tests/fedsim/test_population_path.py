@@ -14,14 +14,16 @@ from serverfree_cases import CASES, FAULTY, LOGREG, NOISY, QUAD, _models, _run, 
 
 import fedsim.apps.client as client
 from fedsim.config import apply_overrides, validate
-from fedsim.errors import ConfigError
+from fedsim.errors import ConfigError, FedsimError
 from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
 from fedsim.runtime.assemble import assemble
 from fedsim.runtime.checkpoint import TensorBag, load_checkpoint
-from fedsim.runtime.execute import preflight
+from fedsim.runtime.execute import execute, preflight
+from fedsim.runtime.population import Population
 from fedsim.runtime.recorder import Recorder
 from fedsim.workloads.quadratic import Quadratic
+from fedsim.workloads.synthetic import SyntheticLogreg
 from strategies.population import PopulationExchange, population_round
 
 POP = "engine.population=true"
@@ -36,6 +38,19 @@ FAULT_CASES = {
                             "faults.trace=[[1, 2], [2, 2], [3, 0]]", *NOISY],
 }
 
+#: server-based strategies on the global-model server
+SERVER_CASES = {
+    "digital-model-faults": [LOGREG, "strategy.name='server-digital'", "train.local_steps=2", *FAULTY,
+                             "faults.raise_at=[[2, 0], [3, 1]]"],
+    "ota-gradient-nan-zero": [QUAD, "strategy.name='server-ota'", "train.local_steps=1", *NOISY,
+                              "faults.nan_at=[[2, 1]]", "faults.policy='zero'", "train.lr.schedule='inverse'"],
+    "ota-update-straggler-nan": [LOGREG, "strategy.name='server-ota'", "train.local_steps=3", *NOISY,
+                                 "faults.slowdown=[[2, 50.0]]", "faults.deadline=0.01", "faults.nan_at=[[3, 4]]",
+                                 "strategy.fraction=0.7"],
+    "ota-model-skip-round": [LOGREG, "strategy.name='server-ota'", "strategy.transmit='model'",
+                             "train.local_steps=2", *NOISY, "faults.nan_at=[[2, 3]]", "faults.policy='skip-round'"],
+}
+
 
 def _count_ue_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """ClientApp train calls from now on."""
@@ -45,10 +60,10 @@ def _count_ue_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("case", [*CASES, *FAULT_CASES])
+@pytest.mark.parametrize("case", [*CASES, *FAULT_CASES, *SERVER_CASES])
 def test_population_equals_the_per_ue_path_without_ue_calls(
         tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    extra = CASES.get(case) or FAULT_CASES[case]
+    extra = CASES.get(case) or FAULT_CASES.get(case) or SERVER_CASES[case]
     per_ue = _run(tmp_path, "per-ue", *extra)
     calls = _count_ue_calls(monkeypatch)
     population = _run(tmp_path, "population", POP, *extra)
@@ -83,6 +98,22 @@ def test_population_relay_on_a_noise_free_channel_equals_digital_fedavg(
     models = _models(relay)
     assert models.shape[0] == 6
     torch.testing.assert_close(models, fedavg["final_model"].expand(6, -1), rtol=1e-9, atol=1e-12)
+
+
+def test_population_server_digital_on_quadratics_is_gradient_descent(tmp_path: Path) -> None:
+    """Digital FedSGD, full batch, K = 1, UE 2 unavailable in round 2: the global model takes
+    ``w <- w - eta sum_n q_n a_n (w - b_n) / sum_n q_n`` over the UEs that answered."""
+    wl_cfg = "workload={name='quadratic', num_ues=6, dim=5, hessian='heterogeneous'}"
+    rounds, eta = 4, 0.1
+    _, res = _run(tmp_path, "fedsgd", wl_cfg, POP, "strategy.name='server-digital'", "strategy.transmit='gradient'",
+                  "train.local_steps=1", f"train.lr.eta={eta}", "faults.trace=[[2, 2]]")
+    wl = Quadratic(validate(apply_overrides({}, [wl_cfg])).workload, validate({}).seed)
+    a, b, q = wl.a.numpy(), wl.b.numpy(), wl.ue_weights().numpy()
+    w = wl.init_params().numpy()
+    for r in range(1, rounds + 1):
+        up = [u for u in range(6) if not (r == 2 and u == 2)]
+        w = w - eta * (q[up, None] * a[up] * (w - b[up])).sum(0) / q[up].sum()
+    torch.testing.assert_close(res["final_model"], torch.from_numpy(w), rtol=1e-9, atol=1e-12)
 
 
 def test_population_d2d_on_quadratics_follows_a_hand_written_loop(tmp_path: Path) -> None:
@@ -134,7 +165,6 @@ def test_population_checkpoints_resume_to_the_per_ue_run(tmp_path: Path, resumed
 @pytest.mark.parametrize(("extra", "why"), [
     (["engine.name='ray'"], "needs engine.name = 'inline'"),
     (["engine.batched=true"], "leave engine.batched = false"),
-    (["strategy.name='server-ota'"], "is server-based"),
     (["strategy.overlap.enabled=true"], "strategy.overlap merges estimates"),
     (["workload={name='moe-lm', num_ues=4}", "train.local_steps=2"], "no vectorised gradient"),
 ])
@@ -163,7 +193,7 @@ def test_population_checkpoints_hold_the_records_the_ues_hold(tmp_path: Path) ->
     for path in ("per-ue", "population"):
         cfg = validate(apply_overrides({}, [
             "engine.name='inline'", "output.plot=false", f"output.dir={str(tmp_path / path)!r}", *extra,
-            *([POP] if path == "population" else [])]))
+            POP if path == "population" else "engine.population=false"]))
         dirs[path] = interrupted_run(cfg, 3)  # rows of rounds 0 and 1, then round 2's exchange
         with pytest.MonkeyPatch.context() as mp:  # resumed, then stopped again: records survive a resume
             mp.setattr(Recorder, "log", _stop_after(Recorder.log, 4))
@@ -203,3 +233,61 @@ def test_unreported_exchanges_copy_no_models() -> None:
     assert result.models is None and result.participants == list(range(6))
     ex.report = True
     assert population_round(medium, 2, W, ex, lambda ues, starts: ([], starts[:0], [])).models.holders == list(range(6))
+
+
+@pytest.mark.parametrize(("extra", "taken"), [
+    ([], True),
+    (["engine.population=false"], False),
+    (["engine.name='ray'"], False),
+    (["engine.batched=true"], False),
+    (["strategy.name='server-ota'"], True),
+    (["strategy.name='server-digital'", "strategy.overlap.enabled=true", "strategy.overlap.in_flight='single'",
+      "train.local_steps=2"], False),
+    (["strategy.overlap.enabled=true"], False),
+])
+def test_population_is_the_default_wherever_it_can_run(extra: list[str], taken: bool) -> None:
+    cfg = validate(apply_overrides({}, ["engine.name='inline'", LOGREG, "strategy.name='serverfree-relay'", *extra]))
+    assert cfg.engine.population in ("auto", False)
+    assert assemble(cfg).population is taken
+
+
+def test_a_strategy_with_its_own_ue_rule_or_server_runs_per_ue() -> None:
+    """The population path reproduces only the built-in UE rules and server sides: a subclass with
+    its own ``ue_round`` is refused, and a server side of its own falls back under "auto"."""
+    from strategies.fedavg import ServerDigital
+
+    class OwnRule(ServerDigital):
+        def ue_round(self, ctx, received, config):
+            return super().ue_round(ctx, received, config)
+
+    cfg = validate(apply_overrides({}, ["engine.name='inline'", LOGREG, "strategy.name='server-digital'"]))
+    assert OwnRule(cfg.strategy, 1).supports_population is not None
+    assert ServerDigital(cfg.strategy, 1).supports_population is None
+    exp = assemble(cfg)
+    assert exp.population
+    assert Population.of(exp, object()) is None  # a server side of its own: the per-UE path
+    explicit = assemble(validate(apply_overrides({}, ["engine.name='inline'", LOGREG, POP])))
+    with pytest.raises(FedsimError, match="has no population round"):
+        Population.of(explicit, object())
+
+
+def test_an_error_in_the_vectorised_code_stops_the_run_and_keeps_its_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One vectorised call serves every UE, so an exception in the workload's code cannot be pinned
+    on one UE as on the per-UE path: the run stops as failed, with the error in its summary and the
+    rows of the rounds before it kept."""
+    original = SyntheticLogreg.stochastic_grad_many
+
+    def crash(self, ws, ues, step):
+        if step == 2:
+            raise RuntimeError("simulated bug in the vectorised gradient")
+        return original(self, ws, ues, step)
+
+    monkeypatch.setattr(SyntheticLogreg, "stochastic_grad_many", crash)
+    cfg = validate(apply_overrides({}, [
+        "engine.name='inline'", "output.plot=false", f"output.dir={str(tmp_path)!r}", LOGREG, POP,
+        "strategy.name='server-ota'", "train.local_steps=1", "rounds=5"]))
+    result = execute(cfg, quiet=True)
+    assert isinstance(result.error, RuntimeError)
+    assert result.summary["status"] == "failed" and "simulated bug" in result.summary["error"]
+    assert [r["round"] for r in load_run(result.run_dir).metrics] == [0, 1, 2]

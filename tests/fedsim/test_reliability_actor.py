@@ -92,7 +92,7 @@ def test_killed_actor_is_replaced_and_results_unchanged(tmp_path: Path, monkeypa
     ray_run = run_experiment(validate(apply_overrides({}, [*BASE, "engine.name='ray'", "engine.num_cpus=2",
                                                            f"output.dir={str(tmp_path / 'ray')!r}"])), quiet=True)
     monkeypatch.setattr(Recorder, "log", original)
-    inline_run = run_experiment(validate(apply_overrides({}, [*BASE, "engine.name='inline'",
+    inline_run = run_experiment(validate(apply_overrides({}, [*BASE, "engine.name='inline'", "engine.population=false",
                                                               f"output.dir={str(tmp_path / 'inline')!r}"])), quiet=True)
     assert len(killed) == 1
     assert json.loads((ray_run / "summary.json").read_text())["status"] == "completed"

@@ -138,8 +138,8 @@ def test_failing_ue_is_excluded_and_recorded(tmp_path: Path, monkeypatch: pytest
         return original(self, w, ue, step)
 
     monkeypatch.setattr(type(wl), "stochastic_grad", flaky)
-    for strategy in ("server-ota", "serverfree-relay"):
-        rows, _ = run(tmp_path, strategy, f"strategy.name='{strategy}'")
+    for strategy in ("server-ota", "serverfree-relay"):  # per UE: only there is a UE's own code isolated
+        rows, _ = run(tmp_path, strategy, f"strategy.name='{strategy}'", "engine.population=false")
         bad = [r for r in rows if r.get("failures")]
         assert [r["round"] for r in bad] == [3]
         assert bad[0]["failed_ues"] == [2]
