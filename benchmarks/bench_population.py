@@ -48,7 +48,7 @@ GRID_UE_ROUNDS = 240 * 20 * 100  # grid_240: 240 runs of 20 UEs x 100 rounds
 
 
 def relay_config(ues: int, rounds: int, device: str, eval_every: int = 1, batched: bool = False,
-                 population: bool = False, eval_ue_sample: int = 32) -> ExperimentConfig:
+                 population: bool = False, eval_ue_sample: int = 32, threads: int = 1) -> ExperimentConfig:
     return validate({
         "name": "bench-population", "rounds": rounds, "seed": 0, "eval_every": eval_every,
         "eval_ue_sample": eval_ue_sample,
@@ -56,7 +56,8 @@ def relay_config(ues: int, rounds: int, device: str, eval_every: int = 1, batche
         "train": {"local_steps": 1, "lr": {"eta": 0.3}},
         "strategy": {"name": "serverfree-relay"},
         "channel": {"gsnr_db": 30.0},
-        "engine": {"name": "inline", "device": device, "batched": batched, "population": population},
+        "engine": {"name": "inline", "device": device, "batched": batched, "population": population,
+                   "threads": threads},
         "checkpoint": {"every": 0},
         "output": {"dir": tempfile.mkdtemp(prefix="fsp"), "plot": False},
     })
@@ -115,9 +116,9 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
-def _arm(kind: str, kwargs: dict, threads: int) -> dict[str, float]:
+def _arm(kind: str, kwargs: dict) -> dict[str, float]:
     """One arm in this (spawned) process: its times and its peak resident memory."""
-    torch.set_num_threads(threads)
+    torch.set_num_threads(kwargs.get("threads", 1))
     cfg = relay_config(**kwargs)
     if kind == "loop":
         build_workload(cfg.workload, cfg.seed)  # warm the imports; each side builds its own data
@@ -127,10 +128,10 @@ def _arm(kind: str, kwargs: dict, threads: int) -> dict[str, float]:
     return {**out, "peak_mb": _peak_mb()}
 
 
-def in_child(kind: str, threads: int = 1, **kwargs) -> dict[str, float]:
+def in_child(kind: str, **kwargs) -> dict[str, float]:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
-        return pool.apply(_arm, (kind, kwargs, threads))
+        return pool.apply(_arm, (kind, kwargs))
 
 
 def population(ues: int, rounds: int, device: str, eval_every: int, per_ue_max: int) -> None:
@@ -141,14 +142,14 @@ def population(ues: int, rounds: int, device: str, eval_every: int, per_ue_max: 
     print(f"{ues} UEs x {rounds} rounds, serverfree-relay, synthetic-logreg full batch, {device}:")
     print(f"  plain loop (1 thread): {1e3 * per_round / ues:.3f} ms per UE-round, {per_round * rounds:.1f} s for "
           f"the run, peak {loop['peak_mb']:.0f} MB")
-    arms = [("population path, metrics every round", {"population": True}, 1),
-            ("population path, 8 UE models sampled", {"population": True, "eval_ue_sample": 8}, 1),
-            (f"population path, metrics every {eval_every} rounds", {"population": True, "eval_every": eval_every}, 1),
-            (f"population path, metrics every round, {cores} threads", {"population": True}, cores)]
+    arms = [("population path, metrics every round", {"population": True}),
+            ("population path, 8 UE models sampled", {"population": True, "eval_ue_sample": 8}),
+            (f"population path, metrics every {eval_every} rounds", {"population": True, "eval_every": eval_every}),
+            (f"population path, metrics every round, engine.threads = {cores}", {"population": True, "threads": cores})]
     if ues <= per_ue_max:
-        arms.insert(0, ("per-UE path, metrics every round", {"population": False}, 1))
-    for label, extra, threads in arms:
-        fed = in_child("fedsim", threads, **base, **extra)
+        arms.insert(0, ("per-UE path, metrics every round", {"population": False}))
+    for label, extra in arms:
+        fed = in_child("fedsim", **base, **extra)
         print(f"  {label} (set-up {fed['setup']:.1f} s, peak {fed['peak_mb']:.0f} MB):")
         if extra.get("eval_every", 1) == 1:
             print(ratio_line("per round", fed["per_round"], per_round, 2.0))
