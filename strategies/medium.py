@@ -244,13 +244,18 @@ class Medium(FedAvg):
             ues = sorted(reports)
             result.models = HeldModels(torch.stack([reports[u] for u in ues]), ues)
         if tx:
-            V, available = stack_rows({r.ue: r.vectors[0] for r in tx}, self.num_ues, self.like)
-            res = transmit_scaled(s.channel, V, self.weights, s.seed, server_round, available,
-                                  noise_factor_of(s.noise_factor, server_round))
-            result.channel = res
-            if res.n_active > 0:
-                self.queue(server_round, res)
+            result.channel = self.superpose(server_round, {r.ue: r.vectors[0] for r in tx})
         return result
+
+    def superpose(self, server_round: int, transmitted: dict[int, torch.Tensor]) -> ChannelResult:
+        """Run the channel on what the UEs transmitted (``{ue: v_n}``) and queue every UE's estimate."""
+        s = self.setup
+        V, available = stack_rows(transmitted, self.num_ues, self.like)
+        res = transmit_scaled(s.channel, V, self.weights, s.seed, server_round, available,
+                              noise_factor_of(s.noise_factor, server_round))
+        if res.n_active > 0:
+            self.queue(server_round, res)
+        return res
 
     def queue(self, server_round: int, res: ChannelResult) -> None:
         """Queue every UE's estimate for delivery; a UE the channel did not reach (a relay downlink

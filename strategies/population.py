@@ -31,7 +31,7 @@ from strategies.base import HeldModels, RoundResult
 from strategies.common import Failure, sample_ues
 from strategies.fedavg import GlobalModelServer
 from strategies.medium import Medium
-from strategies.updates import apply_estimate, noise_factor_of, transmit_scaled
+from strategies.updates import apply_estimate
 
 #: (UEs that transmit, their rows [M, d], UEs whose transmission was non-finite), from the UEs
 #: asked to transmit and their start models.
@@ -44,20 +44,28 @@ class PopulationExchange:
 
     Attributes:
         report: the UEs report their models.  flush: the final exchange (deliver everything,
-        nobody transmits).  failed: UE -> reason, for the UEs that do not answer this exchange.
+        nobody transmits).  sampled: the UEs asked to transmit (:func:`sampled_ues`).
+        failed: UE -> reason, for the UEs that do not answer this exchange.
         transmit, mode: the strategy's transmitted quantity and merge mode.
     """
 
     report: bool
     flush: bool
+    sampled: list[int]
     failed: dict[int, str]
     transmit: str
     mode: str
 
 
-def sampled_ues(medium: Medium, server_round: int, flush: bool) -> list[int]:
-    """The UEs asked to transmit (the same seeded sample as :meth:`Medium.configure`)."""
-    return [] if flush else sample_ues(medium.setup.seed, server_round, medium.num_ues, medium.fraction_train)
+def sampled_ues(server: Medium | GlobalModelServer, server_round: int, flush: bool) -> list[int]:
+    """The UEs asked to transmit: the same seeded sample as the server side's ``configure``."""
+    s = server.setup
+    return [] if flush else sample_ues(s.seed, server_round, len(s.node_of_ue), server.fraction_train)
+
+
+def index_on(rows: list[int], device: torch.device) -> torch.Tensor:
+    """Row indices on ``device`` (made on the CPU and moved: some devices build no tensor from a list)."""
+    return torch.tensor(rows, dtype=torch.long).to(device)
 
 
 def deliver(medium: Medium, server_round: int, W: torch.Tensor, ex: PopulationExchange) -> None:
@@ -80,7 +88,7 @@ def deliver(medium: Medium, server_round: int, W: torch.Tensor, ex: PopulationEx
     depth = max((len(v) for v in due.values()), default=0)
     for j in range(depth):
         ues = [u for u, v in due.items() if len(v) > j]
-        rows = torch.tensor(ues, dtype=torch.long).to(W.device)
+        rows = index_on(ues, W.device)
         E = torch.stack([due[u][j][2] for u in ues]).to(W.device, W.dtype)
         if mode == "reset":
             W[rows] = E
@@ -89,25 +97,6 @@ def deliver(medium: Medium, server_round: int, W: torch.Tensor, ex: PopulationEx
             eta = torch.tensor([-medium.setup.lr((due[u][j][0] - 1) * K) for u in ues], dtype=W.dtype).to(W.device)
             E = eta.unsqueeze(1) * E
         W[rows] = W[rows] + E
-
-
-def air(medium: Medium, server_round: int, ues: list[int], V: torch.Tensor) -> RoundResult:
-    """Superpose the rows ``V`` transmitted by ``ues`` and queue every UE's estimate."""
-    s = medium.setup
-    result = RoundResult(participants=list(ues), failures=[], row={"delay_steps": s.delay or 0})
-    if not ues:
-        return result
-    full = torch.zeros(medium.num_ues, medium.like.numel(), dtype=medium.like.dtype, device=medium.like.device)
-    idx = torch.tensor(ues, dtype=torch.long)
-    full[idx.to(full.device)] = V.to(full.device, full.dtype)
-    available = torch.zeros(medium.num_ues, dtype=torch.bool)
-    available[idx] = True
-    res = transmit_scaled(s.channel, full, medium.weights, s.seed, server_round, available,
-                          noise_factor_of(s.noise_factor, server_round))
-    result.channel = res
-    if res.n_active > 0:
-        medium.queue(server_round, res)
-    return result
 
 
 def population_round(server: Medium | GlobalModelServer, server_round: int, W: torch.Tensor | None,
@@ -136,13 +125,13 @@ def medium_round(medium: Medium, server_round: int, W: torch.Tensor, ex: Populat
     answering = [u for u in range(medium.num_ues) if u not in ex.failed]
     held = None
     if ex.report and answering:
-        held = HeldModels(W[torch.tensor(answering, dtype=torch.long).to(W.device)].clone(), answering)
-    train = [u for u in sampled_ues(medium, server_round, ex.flush) if u not in ex.failed]
-    tx, V, non_finite = compute(train, W[torch.tensor(train, dtype=torch.long).to(W.device)]) if train else (
-        [], W[:0], [])
-    result = air(medium, server_round, tx, V)
-    result.failures = _failures(medium, ex.failed, non_finite)
-    result.models = held
+        held = HeldModels(W[index_on(answering, W.device)].clone(), answering)
+    train = [u for u in ex.sampled if u not in ex.failed]
+    tx, V, non_finite = compute(train, W[index_on(train, W.device)]) if train else ([], W[:0], [])
+    result = RoundResult(participants=list(tx), failures=_failures(medium, ex.failed, non_finite),
+                         row={"delay_steps": medium.setup.delay or 0}, models=held)
+    if tx:
+        result.channel = medium.superpose(server_round, dict(zip(tx, V, strict=True)))
     return result
 
 
@@ -151,8 +140,7 @@ def global_model_round(server: GlobalModelServer, server_round: int, ex: Populat
     """The global-model server's round: the sampled UEs that answer transmit from the global
     model, the receiver estimates the aggregate and the model takes the step."""
     s = server.setup
-    train = [u for u in sample_ues(s.seed, server_round, len(s.node_of_ue), server.fraction_train)
-             if u not in ex.failed]
+    train = [u for u in ex.sampled if u not in ex.failed]
     start = server.model.unsqueeze(0).expand(len(train), -1)
     tx, V, non_finite = compute(train, start) if train else ([], start, [])
     result = RoundResult(participants=list(tx), failures=_failures(server, ex.failed, non_finite))

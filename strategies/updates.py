@@ -4,6 +4,8 @@ noise factor."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from channels import Channel, ChannelResult
@@ -29,6 +31,17 @@ def ue_transmit(w: torch.Tensor, grad: GradFn, first_step: int, steps: int, lr: 
         return grad(w, first_step)
     x = train(w, first_step, steps) if train is not None else local_sgd(w, grad, first_step, steps, lr)
     return x - w if transmit == "update" else x
+
+
+def ue_transmit_many(ws: torch.Tensor, grad_many: Callable[[torch.Tensor, int], torch.Tensor],
+                     train_many: Callable[[torch.Tensor, int, int], torch.Tensor], first_step: int, steps: int,
+                     transmit: str) -> torch.Tensor:
+    """:func:`ue_transmit` for the rows of ``ws [M, d]`` at once: ``grad_many(ws, s)`` gives every
+    row's gradient, ``train_many(ws, first, steps)`` every row's model after its local steps."""
+    if transmit == "gradient":
+        return grad_many(ws, first_step)
+    x = train_many(ws, first_step, steps)
+    return x - ws if transmit == "update" else x
 
 
 def apply_estimate(w: torch.Tensor, v_hat: torch.Tensor, transmit: str, eta: float) -> torch.Tensor:

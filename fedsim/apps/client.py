@@ -103,8 +103,7 @@ def train_round(msg: Message, context: Context, side: UESide) -> Message:
     fault = side.fault(rnd, ue, steps)
     faults.apply_before(fault, ue, rnd)
     if fault == "straggler" and not strategy.holds_ue_models:
-        raise faults.InjectedFault(f"straggler: UE {ue} missed the deadline of {side.config.faults.deadline} s "
-                                   f"in round {rnd}")
+        raise faults.injected_error(fault, ue, rnd, side.config.faults.deadline)
     received = from_record(msg.content[ARRAYS], workload.device)
     state = load_records(context, workload.device)
     ctx = UEContext(ue=ue, first_step=first_step, steps=steps, lr=side.lr,

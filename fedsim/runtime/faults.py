@@ -141,16 +141,25 @@ def screen_replies(replies: Iterable[Message], policy: str) -> list[Message]:
 # ----------------------------------------------------------------------------- UE side
 
 
+def injected_error(kind: str, ue: int, round: int, deadline: float | None = None) -> InjectedFault:
+    """The error a UE raises for an injected ``unavailable``, ``raise`` or (server-based) ``straggler``."""
+    if kind == "unavailable":
+        return InjectedFault(f"injected fault: UE {ue} unavailable in round {round}")
+    if kind == "straggler":
+        return InjectedFault(f"straggler: UE {ue} missed the deadline of {deadline} s in round {round}")
+    return InjectedFault(f"injected fault: UE {ue} raised mid-training in round {round}")
+
+
 def apply_before(kind: str | None, ue: int, round: int) -> None:
     """The UE's reaction before it computes anything."""
     if kind == "unavailable":
-        raise InjectedFault(f"injected fault: UE {ue} unavailable in round {round}")
+        raise injected_error(kind, ue, round)
 
 
 def apply_after(kind: str | None, ue: int, round: int, v: torch.Tensor | None) -> torch.Tensor | None:
     """The UE's reaction after computing its transmission ``v`` (before saving its state)."""
     if kind == "raise":
-        raise InjectedFault(f"injected fault: UE {ue} raised mid-training in round {round}")
+        raise injected_error(kind, ue, round)
     if kind == "nan" and v is not None:
         return torch.full_like(v, float("nan"))
     return v

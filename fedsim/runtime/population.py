@@ -33,15 +33,10 @@ from fedsim.runtime.assemble import Experiment
 from fedsim.runtime.checkpoint import TensorBag
 from fedsim.runtime.transport import Transport
 from strategies import RoundResult, ServerSide
-from strategies.common import sample_ues
 from strategies.fedavg import GlobalModelServer
 from strategies.medium import MODEL, PENDING, SYNC, Medium
-from strategies.population import PopulationExchange, population_round, sampled_ues
-
-
-def _index(rows: list[int], device: torch.device) -> torch.Tensor:
-    """Row indices on ``device`` (made on the CPU and moved: some devices build no tensor from a list)."""
-    return torch.tensor(rows, dtype=torch.long).to(device)
+from strategies.population import PopulationExchange, index_on, population_round, sampled_ues
+from strategies.updates import ue_transmit_many
 
 
 class Population:
@@ -76,15 +71,14 @@ class Population:
         exp, n = self.experiment, len(self.touched)
         if torch.get_num_threads() != exp.config.engine.threads:  # a ClientApp (discovery) may have set one
             torch.set_num_threads(exp.config.engine.threads)
-        if self.holds:
-            sampled, receiving = set(sampled_ues(self.server, server_round, flush)), set(range(n))
-        else:
-            receiving = sampled = set(sample_ues(exp.config.seed, server_round, n, self.server.fraction_train))
-        plan = {} if flush else transport.plan(server_round, sampled, receiving)
-        failed = {u: self._reason(k, u, server_round) for u, k in plan.items()
-                  if k in ("unavailable", "raise") or (k == "straggler" and not self.holds)}
-        ex = PopulationExchange(report=report, flush=flush, failed=failed, transmit=exp.strategy.transmit,
-                                mode=getattr(exp.strategy.params, "mode", "accumulate"))
+        sampled = sampled_ues(self.server, server_round, flush)
+        receiving = set(range(n)) if self.holds else set(sampled)  # the medium writes to every UE
+        plan = {} if flush else transport.plan(server_round, set(sampled), receiving)
+        deadline = exp.config.faults.deadline
+        failed = {u: "".join(traceback.format_exception_only(faults.injected_error(k, u, server_round, deadline)))
+                  for u, k in plan.items() if k in ("unavailable", "raise") or (k == "straggler" and not self.holds)}
+        ex = PopulationExchange(report=report, flush=flush, sampled=sampled, failed=failed,
+                                transmit=exp.strategy.transmit, mode=getattr(exp.strategy.params, "mode", "accumulate"))
 
         def compute(ues: list[int], starts: torch.Tensor) -> tuple[list[int], torch.Tensor, list[int]]:
             return self._transmissions(server_round, ues, starts, plan)
@@ -95,35 +89,20 @@ class Population:
         self.touched |= answered
         return result, plan
 
-    def _reason(self, kind: str, ue: int, server_round: int) -> str:
-        """The error text a ClientApp's reply carries for an injected fault it raises."""
-        if kind == "straggler":
-            deadline = self.experiment.config.faults.deadline
-            text = f"straggler: UE {ue} missed the deadline of {deadline} s in round {server_round}"
-        elif kind == "unavailable":
-            text = f"injected fault: UE {ue} unavailable in round {server_round}"
-        else:
-            text = f"injected fault: UE {ue} raised mid-training in round {server_round}"
-        return "".join(traceback.format_exception_only(faults.InjectedFault(text)))
-
     def _transmissions(self, server_round: int, ues: list[int], starts: torch.Tensor,
                        plan: dict[int, str]) -> tuple[list[int], torch.Tensor, list[int]]:
         """What ``ues`` put on the air from ``starts``: (transmitting UEs, rows, non-finite UEs),
         after the stragglers' and NaN faults and ``faults.policy``."""
-        exp = self.experiment
-        first, K = (server_round - 1) * exp.steps, exp.steps
+        exp, wl = self.experiment, self.experiment.workload
         with torch.no_grad():
-            if exp.strategy.transmit == "gradient":
-                V = exp.workload.stochastic_grad_many(starts, ues, first)
-            else:
-                V = exp.workload.local_sgd_many(starts, ues, first, K, exp.ue.lr)
-                if exp.strategy.transmit == "update":
-                    V = V - starts
+            V = ue_transmit_many(starts, lambda ws, s: wl.stochastic_grad_many(ws, ues, s),
+                                 lambda ws, first, k: wl.local_sgd_many(ws, ues, first, k, exp.ue.lr),
+                                 (server_round - 1) * exp.steps, exp.steps, exp.strategy.transmit)
         keep = [i for i, u in enumerate(ues) if plan.get(u) != "straggler"]  # computed, missed the air
-        ues, V = [ues[i] for i in keep], V[_index(keep, V.device)]
+        ues, V = [ues[i] for i in keep], V[index_on(keep, V.device)]
         nan = [i for i, u in enumerate(ues) if plan.get(u) == "nan"]
         if nan:
-            V[_index(nan, V.device)] = float("nan")
+            V[index_on(nan, V.device)] = float("nan")
         finite = torch.isfinite(V).all(1) if len(ues) else torch.ones(0, dtype=torch.bool)
         if bool(finite.all()):
             return ues, V, []

@@ -43,16 +43,18 @@ def test_batched_serverfree_equals_the_per_ue_path_without_per_ue_training(
     _same_numbers(per_ue, together)
 
 
+@pytest.mark.parametrize("path", ["engine.batched=true", "engine.population=true"])
 @pytest.mark.parametrize(("extra", "mode"), [
     (["train.local_steps=3"], "accumulate"),
     (["strategy.transmit='model'", "train.local_steps=3"], "reset"),
     (["strategy.transmit='gradient'", "train.local_steps=1"], "accumulate"),
 ])
-def test_batched_relay_on_a_noise_free_channel_equals_digital_fedavg(
-        tmp_path: Path, extra: list[str], mode: str) -> None:
+def test_batched_and_population_relay_on_a_noise_free_channel_equal_digital_fedavg(
+        tmp_path: Path, extra: list[str], mode: str, path: str) -> None:
+    """The batched path and the population path (a round as one tensor program) alike."""
     base = [LOGREG.replace("batch_size=8", "batch_size=0"), "train.lr.eta=0.2", *extra]
     _, fedavg = _run(tmp_path, "digital", *base)
-    _, relay = _run(tmp_path, "relay", "engine.batched=true", "strategy.name='serverfree-relay'",
+    _, relay = _run(tmp_path, "relay", path, "strategy.name='serverfree-relay'",
                     f"strategy.mode={mode!r}", *base)
     models = _models(relay)
     assert models.shape[0] == 6
