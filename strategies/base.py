@@ -246,9 +246,7 @@ class Strategy(ABC):
     @property
     def supports_population(self) -> str | None:
         """Why the population path (a round as one tensor program, no per-UE calls) cannot run this
-        strategy, or None when it can: the built-in UE rules without overlap."""
-        if self.params.overlap.enabled:
-            return "strategy.overlap merges estimates between local steps; use the per-UE path"
+        strategy, or None when it can: the built-in UE rules, sequential or overlapped."""
         family = self.population_family
         if family is None or type(self).ue_round is not family.ue_round:
             return (f"strategy {self.params.name} has a UE rule of its own, which only the per-UE path runs; "

@@ -23,6 +23,7 @@ The Ray engine never uses this path: there every UE is an actor of its own.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,8 +36,14 @@ from fedsim.runtime.transport import Transport
 from strategies import RoundResult, ServerSide
 from strategies.fedavg import GlobalModelServer
 from strategies.medium import MODEL, PENDING, SYNC, Medium
-from strategies.population import PopulationExchange, index_on, population_round, sampled_ues
-from strategies.updates import ue_transmit_many
+from strategies.population import (
+    PopulationExchange,
+    Training,
+    UEModels,
+    index_on,
+    population_round,
+    sampled_ues,
+)
 
 
 class Population:
@@ -61,8 +68,19 @@ class Population:
         wl = experiment.workload
         self.init = wl.init_params().to(wl.device)
         self.holds = isinstance(server, Medium)
-        self.W = self.init.repeat(wl.num_ues, 1) if self.holds else None
+        self.overlap = experiment.strategy.params.overlap
+        self.held = self._fresh(wl.num_ues) if self.holds else None
         self.touched = torch.zeros(wl.num_ues, dtype=torch.bool)  # UEs that hold records (answered once)
+
+    def _fresh(self, n: int) -> UEModels:
+        """Every UE at the initial model (and, for the ``replace`` merge, its synchronised model)."""
+        replace = self.overlap.enabled and self.overlap.merge == "replace"
+        return UEModels(self.init.repeat(n, 1), sync=self.init.repeat(n, 1) if replace else None)
+
+    @property
+    def W(self) -> torch.Tensor | None:
+        """The UE models ``[N, d]`` (None under a server-based strategy)."""
+        return self.held.W if self.held is not None else None
 
     # ------------------------------------------------------------------ one exchange
     def exchange(self, server_round: int, *, report: bool, flush: bool,
@@ -78,26 +96,29 @@ class Population:
         failed = {u: "".join(traceback.format_exception_only(faults.injected_error(k, u, server_round, deadline)))
                   for u, k in plan.items() if k in ("unavailable", "raise") or (k == "straggler" and not self.holds)}
         ex = PopulationExchange(report=report, flush=flush, sampled=sampled, failed=failed,
-                                transmit=exp.strategy.transmit, mode=getattr(exp.strategy.params, "mode", "accumulate"))
+                                transmit=exp.strategy.transmit, mode=getattr(exp.strategy.params, "mode", "accumulate"),
+                                overlap=self.overlap)
 
-        def compute(ues: list[int], starts: torch.Tensor) -> tuple[list[int], torch.Tensor, list[int]]:
-            return self._transmissions(server_round, ues, starts, plan)
+        def compute(ues: list[int], produce: Callable[[Training], torch.Tensor]
+                    ) -> tuple[list[int], torch.Tensor, list[int]]:
+            return self._transmissions(ues, produce, plan)
 
-        result = population_round(self.server, server_round, self.W, ex, compute)
+        result = population_round(self.server, server_round, self.held, ex, compute)
         answered = torch.ones(n, dtype=torch.bool)
         answered[list(failed)] = False
         self.touched |= answered
         return result, plan
 
-    def _transmissions(self, server_round: int, ues: list[int], starts: torch.Tensor,
+    def _transmissions(self, ues: list[int], produce: Callable[[Training], torch.Tensor],
                        plan: dict[int, str]) -> tuple[list[int], torch.Tensor, list[int]]:
-        """What ``ues`` put on the air from ``starts``: (transmitting UEs, rows, non-finite UEs),
-        after the stragglers' and NaN faults and ``faults.policy``."""
+        """What ``ues`` put on the air (``produce`` with the workload's training of ``ues``):
+        (transmitting UEs, rows, non-finite UEs), after the stragglers' and NaN faults and
+        ``faults.policy``."""
         exp, wl = self.experiment, self.experiment.workload
+        training = Training(grad=lambda ws, s: wl.stochastic_grad_many(ws, ues, s),
+                            train=lambda ws, first, k: wl.local_sgd_many(ws, ues, first, k, exp.ue.lr))
         with torch.no_grad():
-            V = ue_transmit_many(starts, lambda ws, s: wl.stochastic_grad_many(ws, ues, s),
-                                 lambda ws, first, k: wl.local_sgd_many(ws, ues, first, k, exp.ue.lr),
-                                 (server_round - 1) * exp.steps, exp.steps, exp.strategy.transmit)
+            V = produce(training)
         keep = [i for i, u in enumerate(ues) if plan.get(u) != "straggler"]  # computed, missed the air
         ues, V = [ues[i] for i in keep], V[index_on(keep, V.device)]
         nan = [i for i, u in enumerate(ues) if plan.get(u) == "nan"]
@@ -117,20 +138,38 @@ class Population:
 
     # ------------------------------------------------------------------ checkpoints
     def ue_state_rows(self, bag: TensorBag) -> list[list[Any]]:
-        """The UEs' records as a per-UE checkpoint holds them (``messaging.snapshot_ue_states``)."""
+        """The UEs' records as a per-UE checkpoint holds them (``messaging.snapshot_ue_states``):
+        the model, the blocks in flight (an empty record when none) and the synchronised model."""
         rows: list[list[Any]] = []
-        sync = bag.put(self.init) if bool(self.touched.any()) else None
+        held = self.held
+        if held is None:
+            return rows
+        init = bag.put(self.init) if bool(self.touched.any()) and held.sync is None else None
         for ue in self.touched.nonzero().flatten().tolist():
-            rows += [[ue, MODEL, "0", bag.put(self.W[ue])], [ue, PENDING, "", None], [ue, SYNC, "0", sync]]
+            rows.append([ue, MODEL, "0", bag.put(held.W[ue])])
+            blocks = [b for b, (_, holds) in held.pending.items() if bool(holds[ue])]
+            in_flight = [[ue, PENDING, str(b), bag.put(held.pending[b][0][ue])] for b in blocks]
+            rows += in_flight or [[ue, PENDING, "", None]]
+            rows.append([ue, SYNC, "0", bag.put(held.sync[ue]) if held.sync is not None else init])
         return rows
 
     def restore(self, rows: list[list[Any]], bag: TensorBag) -> None:
-        """Load ``W`` from a checkpoint's UE records (a UE without a model starts from the initial one)."""
-        self.W = self.init.repeat(len(self.touched), 1)
+        """Load the UE-held state from a checkpoint's UE records (a UE without records starts from
+        the initial model)."""
+        n = len(self.touched)
+        held = self.held = self._fresh(n)
         self.touched[:] = False
         for ue, name, key, tname in rows:
+            ue = int(ue)
+            if tname is None:
+                continue
+            t = bag.get(tname).to(held.W.device, held.W.dtype)
             if name == MODEL and key == "0":
-                self.W[int(ue)] = bag.get(tname).to(self.W.device, self.W.dtype)
-                self.touched[int(ue)] = True
-            elif name == PENDING and key and tname is not None:
-                raise ValueError("the checkpoint holds overlap blocks in flight; resume it on the per-UE path")
+                held.W[ue] = t
+                self.touched[ue] = True
+            elif name == PENDING:
+                empty = (torch.zeros_like(held.W), torch.zeros(n, dtype=torch.bool))
+                updates, holds = held.pending.setdefault(int(key), empty)
+                updates[ue], holds[ue] = t, True
+            elif name == SYNC and held.sync is not None:
+                held.sync[ue] = t

@@ -24,7 +24,8 @@ from fedsim.runtime.population import Population
 from fedsim.runtime.recorder import Recorder
 from fedsim.workloads.quadratic import Quadratic
 from fedsim.workloads.synthetic import SyntheticLogreg
-from strategies.population import PopulationExchange, population_round
+from strategies.medium import PENDING
+from strategies.population import PopulationExchange, UEModels, population_round
 
 POP = "engine.population=true"
 RELAY_K2 = [LOGREG, "strategy.name='serverfree-relay'", "train.local_steps=2", *NOISY]
@@ -36,6 +37,22 @@ FAULT_CASES = {
     "d2d-straggler-trace": [QUAD, "strategy.name='serverfree-d2d'", "train.local_steps=2",
                             "faults.slowdown=[[1, 50.0], [4, 3.0]]", "faults.deadline=0.01",
                             "faults.trace=[[1, 2], [2, 2], [3, 0]]", *NOISY],
+}
+
+#: overlapped schedules (DGA-style; a block's aggregate arrives D = timing.latency_ratio steps after
+#: it ends, so estimates are merged between local steps), every merge rule and in-flight mode
+OVERLAP = ["strategy.overlap.enabled=true", "timing.latency_ratio=3"]
+OVERLAP_CASES = {
+    "overlap-relay-swap-raise-nan": [*RELAY_K2, *OVERLAP, "faults.raise_at=[[2, 1], [3, 4]]", "faults.nan_at=[[2, 3]]"],
+    "overlap-relay-replace-single-skip": [*RELAY_K2, *OVERLAP, "strategy.overlap.merge='replace'",
+                                          "strategy.overlap.in_flight='single'", "faults.nan_at=[[2, 2]]",
+                                          "faults.policy='skip-round'"],
+    "overlap-digital-replace-stragglers": [QUAD, "strategy.name='server-digital'", "train.local_steps=2", *OVERLAP,
+                                           "strategy.overlap.merge='replace'", "faults.slowdown=[[1, 50.0]]",
+                                           "faults.deadline=0.01", "faults.trace=[[1, 2], [3, 0]]"],
+    "overlap-d2d-gradient-nan-zero": [QUAD, "strategy.name='serverfree-d2d'", "strategy.transmit='gradient'",
+                                      "train.local_steps=1", "train.lr.schedule='inverse'", *OVERLAP, *NOISY,
+                                      "faults.unavailable=0.3", "faults.nan_at=[[3, 0]]", "faults.policy='zero'"],
 }
 
 #: server-based strategies on the global-model server
@@ -60,10 +77,10 @@ def _count_ue_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("case", [*CASES, *FAULT_CASES, *SERVER_CASES])
+@pytest.mark.parametrize("case", [*CASES, *FAULT_CASES, *OVERLAP_CASES, *SERVER_CASES])
 def test_population_equals_the_per_ue_path_without_ue_calls(
         tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    extra = CASES.get(case) or FAULT_CASES.get(case) or SERVER_CASES[case]
+    extra = CASES.get(case) or FAULT_CASES.get(case) or OVERLAP_CASES.get(case) or SERVER_CASES[case]
     per_ue = _run(tmp_path, "per-ue", *extra)
     calls = _count_ue_calls(monkeypatch)
     population = _run(tmp_path, "population", POP, *extra)
@@ -80,6 +97,10 @@ def test_the_fault_cases_exercise_their_faults(tmp_path: Path) -> None:
     assert rows["relay-nan-zero"][1]["participants"] == 6  # the zeroed UE still counts
     skipped = rows["relay-nan-skip-round"][2]
     assert skipped["participants"] == 0 and skipped["failed_ues"] == [2]
+    overlapped = {case: _run(tmp_path, case, POP, *extra)[0] for case, extra in OVERLAP_CASES.items()}
+    for case, rows_of_case in overlapped.items():  # merged mid-block, and a fault acted out
+        assert all(r["delay_steps"] == 3 for r in rows_of_case[1:]), case
+        assert any(r.get("injected") for r in rows_of_case), case
     d2d = rows["d2d-straggler-trace"]
     assert d2d[1]["injected"] == {"unavailable": [2], "straggler": [1]}
     assert d2d[1]["participants"] == 4  # UE 1 missed the deadline, UE 2 was unavailable
@@ -129,12 +150,20 @@ def test_population_d2d_on_quadratics_follows_a_hand_written_loop(tmp_path: Path
     torch.testing.assert_close(_models(res), torch.from_numpy(w), rtol=1e-9, atol=1e-12)
 
 
+RESUMED = {
+    "d2d": [LOGREG, "strategy.name='serverfree-d2d'", "train.local_steps=2", *FAULTY, *NOISY],
+    "overlap-replace": [LOGREG, "strategy.name='serverfree-relay'", "train.local_steps=2", *OVERLAP, *NOISY,
+                        "strategy.overlap.merge='replace'", "faults.unavailable=0.3"],
+}
+
+
+@pytest.mark.parametrize("case", RESUMED)
 @pytest.mark.parametrize("resumed_on", ["population", "per-ue"])
-def test_population_checkpoints_resume_to_the_per_ue_run(tmp_path: Path, resumed_on: str) -> None:
+def test_population_checkpoints_resume_to_the_per_ue_run(tmp_path: Path, resumed_on: str, case: str) -> None:
     """Interrupted after round 2 and resumed from its checkpoint (on the population path, or on
     the per-UE path from the population's checkpoint), the run ends where the uninterrupted
-    per-UE run ends."""
-    extra = [LOGREG, "strategy.name='serverfree-d2d'", "train.local_steps=2", *FAULTY, *NOISY]
+    per-UE run ends; with overlap, blocks are in flight at the cut."""
+    extra = RESUMED[case]
     per_ue = _run(tmp_path, "per-ue", *extra)
     cfg = validate(apply_overrides({}, [
         "engine.name='inline'", "output.plot=false", f"output.dir={str(tmp_path / 'cut')!r}",
@@ -150,7 +179,6 @@ def test_population_checkpoints_resume_to_the_per_ue_run(tmp_path: Path, resumed
 @pytest.mark.parametrize(("extra", "why"), [
     (["engine.name='ray'"], "needs engine.name = 'inline'"),
     (["engine.batched=true"], "leave engine.batched = false"),
-    (["strategy.overlap.enabled=true"], "strategy.overlap merges estimates"),
     (["workload={name='moe-lm', num_ues=4}", "train.local_steps=2"], "no vectorised gradient"),
 ])
 def test_population_is_refused_where_it_cannot_run(tmp_path: Path, extra: list[str], why: str) -> None:
@@ -167,13 +195,14 @@ def _ue_records(run_dir: Path) -> dict[tuple[int, str, str], torch.Tensor | None
     return {(ue, name, key): (bag.get(t) if t is not None else None) for ue, name, key, t in ckpt.meta["ue_states"]}
 
 
-def test_population_checkpoints_hold_the_records_the_ues_hold(tmp_path: Path) -> None:
+@pytest.mark.parametrize("overlap", [[], [*OVERLAP, "strategy.overlap.merge='replace'"], OVERLAP])
+def test_population_checkpoints_hold_the_records_the_ues_hold(tmp_path: Path, overlap: list[str]) -> None:
     """The UE records a population checkpoint holds are those the per-UE path's ClientApps hold
-    in their Context.state (model, no blocks in flight, the initial model as the sync model),
-    including after a resume, for a UE that never answered (5) and for one that answered only
-    before the resume (4)."""
+    in their Context.state (model, blocks in flight, sync model), including after a resume, for a
+    UE that never answered (5) and for one that answered only before the resume (4); with overlap
+    the blocks in flight are there."""
     extra = [LOGREG, "strategy.name='serverfree-relay'", "train.local_steps=2", *NOISY, "checkpoint.every=1",
-             "rounds=4", "faults.trace=[[1, 5], [2, 5], [3, 5], [3, 4]]"]
+             "rounds=4", "faults.trace=[[1, 5], [2, 5], [3, 5], [3, 4]]", *overlap]
     dirs = {}
     for path in ("per-ue", "population"):
         cfg = validate(apply_overrides({}, [
@@ -186,6 +215,7 @@ def test_population_checkpoints_hold_the_records_the_ues_hold(tmp_path: Path) ->
                 run_experiment(cfg, quiet=True, resume=dirs[path])
     per_ue, population = _ue_records(dirs["per-ue"]), _ue_records(dirs["population"])
     assert population.keys() == per_ue.keys()
+    assert any(name == PENDING and key for _, name, key in per_ue) == bool(overlap)
     assert {ue for ue, _, _ in per_ue} == set(range(6)) - {5}  # UE 5 has not answered yet
     for key, t in per_ue.items():
         if t is None:
@@ -212,13 +242,14 @@ def test_unreported_exchanges_copy_no_models() -> None:
     cfg = validate(apply_overrides({}, ["engine.name='inline'", LOGREG, "strategy.name='serverfree-relay'", POP]))
     exp = assemble(cfg)
     medium = exp.strategy.server(exp.server_setup({u: u + 1 for u in range(6)}))
-    W = exp.workload.init_params().repeat(6, 1)
+    held = UEModels(exp.workload.init_params().repeat(6, 1))
     ex = PopulationExchange(report=False, flush=False, sampled=list(range(6)), failed={}, transmit="update",
                             mode="accumulate")
-    result = population_round(medium, 1, W, ex, lambda ues, starts: (ues, torch.zeros_like(starts), []))
+    result = population_round(medium, 1, held, ex, lambda ues, produce: (ues, torch.zeros_like(held.W[ues]), []))
     assert result.models is None and result.participants == list(range(6))
     ex.report = True
-    assert population_round(medium, 2, W, ex, lambda ues, starts: ([], starts[:0], [])).models.holders == list(range(6))
+    nothing = population_round(medium, 2, held, ex, lambda ues, produce: ([], held.W[:0], []))
+    assert nothing.models.holders == list(range(6))
 
 
 @pytest.mark.parametrize(("extra", "taken"), [
@@ -228,8 +259,9 @@ def test_unreported_exchanges_copy_no_models() -> None:
     (["engine.batched=true"], False),
     (["strategy.name='server-ota'"], True),
     (["strategy.name='server-digital'", "strategy.overlap.enabled=true", "strategy.overlap.in_flight='single'",
-      "train.local_steps=2"], False),
-    (["strategy.overlap.enabled=true"], False),
+      "train.local_steps=2"], True),
+    (["strategy.overlap.enabled=true"], True),
+    (["strategy.overlap.enabled=true", "engine.population=false"], False),
 ])
 def test_population_is_the_default_wherever_it_can_run(extra: list[str], taken: bool) -> None:
     cfg = validate(apply_overrides({}, ["engine.name='inline'", LOGREG, "strategy.name='serverfree-relay'", *extra]))

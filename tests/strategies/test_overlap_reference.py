@@ -78,11 +78,14 @@ CASES = [  # (K, D, merge, in_flight)
 ]
 
 
+@pytest.mark.parametrize("population", [True, False])
 @pytest.mark.parametrize("strategy", ["server-digital", "serverfree-relay"])
 @pytest.mark.parametrize(("K", "D", "merge", "in_flight"), CASES)
 def test_overlap_matches_the_hand_reference(tmp_path: Path, strategy: str, K: int, D: int, merge: str,
-                                            in_flight: str) -> None:
-    cfg = validate(apply_overrides({}, overrides(tmp_path, strategy, K, D, merge, in_flight)))
+                                            in_flight: str, population: bool) -> None:
+    """On the population path (one tensor program per round) and on the per-UE path."""
+    cfg = validate(apply_overrides({}, [*overrides(tmp_path, strategy, K, D, merge, in_flight),
+                                        f"engine.population={str(population).lower()}"]))
     result: dict = {}
     run_experiment(cfg, quiet=True, result=result)
     got = torch.stack([result["final_models"][m] for m in range(N)]).to(torch.float64)
