@@ -152,8 +152,10 @@ def test_population_d2d_on_quadratics_follows_a_hand_written_loop(tmp_path: Path
 
 RESUMED = {
     "d2d": [LOGREG, "strategy.name='serverfree-d2d'", "train.local_steps=2", *FAULTY, *NOISY],
-    "overlap-replace": [LOGREG, "strategy.name='serverfree-relay'", "train.local_steps=2", *OVERLAP, *NOISY,
-                        "strategy.overlap.merge='replace'", "faults.unavailable=0.3"],
+    "overlap-swap": [LOGREG, "strategy.name='serverfree-relay'", "train.local_steps=2", *OVERLAP, *NOISY,
+                     "faults.unavailable=0.3"],
+    "overlap-replace": [LOGREG, "strategy.name='server-digital'", "train.local_steps=2", *OVERLAP,
+                        "timing.latency_ratio=1", "strategy.overlap.merge='replace'", "faults.unavailable=0.3"],
 }
 
 
