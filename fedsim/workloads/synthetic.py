@@ -32,6 +32,7 @@ NUM_FEATURES = 60
 NUM_CLASSES = 10
 TRAIN_FRACTION = 0.9
 _DT = torch.float64
+_STD_X = np.arange(1, NUM_FEATURES + 1, dtype=np.float64) ** -0.6  # sqrt of j^-1.2
 # Elements (float64) per temporary in the batched paths, ~32 MB: the gathered minibatch
 # features in stochastic_grad_many and the logits in evaluate_many, chunked over models.
 _CHUNK_LOGITS = 1 << 22
@@ -61,30 +62,68 @@ def generate_synthetic(
     UE k draws from ``numpy_generator(seed, "data", 0, k)``, so its data does not depend on N;
     the shared IID model comes from ``numpy_generator(seed, "data", 0)``.
     """
-    std_x = np.arange(1, NUM_FEATURES + 1, dtype=np.float64) ** -0.6  # sqrt of j^-1.2
-    shared = numpy_generator(seed, "data", 0)
-    w_iid = shared.normal(0.0, 1.0, (NUM_FEATURES, NUM_CLASSES))
-    b_iid = shared.normal(0.0, 1.0, NUM_CLASSES)
+    shared = _shared_model(seed, iid)
+    return [_ue_examples(*ue, shared) for ue in _ue_streams(num_ues, alpha, beta, max_samples, seed)]
+
+
+def _ue_streams(num_ues: int, alpha: float, beta: float, max_samples: int,
+                seed: int) -> list[tuple[np.random.Generator, int, float, float]]:
+    """Every UE's generator after its first draws, with them: ``(g, n_k, u_k, B_k)``. The sizes
+    come first so that the pooled arrays can be allocated before any example is drawn."""
     out = []
     for k in range(num_ues):
         g = numpy_generator(seed, "data", 0, k)
         n_k = min(int(g.lognormal(4.0, 2.0)) + 50, max_samples)
         u_k = g.normal(0.0, alpha) if alpha > 0 else 0.0
         b_k = g.normal(0.0, beta) if beta > 0 else 0.0
-        if iid:
-            w, b, v = w_iid, b_iid, np.zeros(NUM_FEATURES)
-        else:
-            w = g.normal(u_k, 1.0, (NUM_FEATURES, NUM_CLASSES))
-            b = g.normal(u_k, 1.0, NUM_CLASSES)
-            v = g.normal(b_k, 1.0, NUM_FEATURES)
-        x = v + std_x * g.standard_normal((n_k, NUM_FEATURES))
-        y = np.argmax(x @ w + b, axis=1).astype(np.int64)  # argmax softmax = argmax logits
-        out.append((x, y))
+        out.append((g, n_k, u_k, b_k))
     return out
 
 
-def _augment(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.hstack([x, np.ones((x.shape[0], 1))])).to(_DT)
+def _shared_model(seed: int, iid: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """Synthetic-IID's shared ``(W, b)``; None for Synthetic(alpha, beta)."""
+    shared = numpy_generator(seed, "data", 0)
+    w_iid = shared.normal(0.0, 1.0, (NUM_FEATURES, NUM_CLASSES))
+    b_iid = shared.normal(0.0, 1.0, NUM_CLASSES)
+    return (w_iid, b_iid) if iid else None
+
+
+def _ue_examples(g: np.random.Generator, n_k: int, u_k: float, b_k: float,
+                 shared: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """One UE's ``(x [n_k, 60], y [n_k])`` from its generator after :func:`_ue_streams`."""
+    if shared is not None:
+        (w, b), v = shared, np.zeros(NUM_FEATURES)
+    else:
+        w = g.normal(u_k, 1.0, (NUM_FEATURES, NUM_CLASSES))
+        b = g.normal(u_k, 1.0, NUM_CLASSES)
+        v = g.normal(b_k, 1.0, NUM_FEATURES)
+    x = v + _STD_X * g.standard_normal((n_k, NUM_FEATURES))
+    y = np.argmax(x @ w + b, axis=1).astype(np.int64)  # argmax softmax = argmax logits
+    return x, y
+
+
+def _pooled(cfg: SyntheticLogregConfig, seed: int) -> tuple[list[torch.Tensor], list[int]]:
+    """``[x_train, y_train, x_test, y_test]`` (``x`` augmented ``[R, 61]``, UEs in order) and the
+    training counts. Each UE's examples are written straight into the pooled arrays: stacking
+    per-UE arrays and then appending the ones column made two more copies of ~1 GB at 10,000 UEs,
+    which cost more than drawing the data (fresh memory is slow to touch on our VMs)."""
+    streams = _ue_streams(cfg.num_ues, cfg.alpha, cfg.beta, cfg.max_samples_per_ue, seed)
+    counts = [min(int(TRAIN_FRACTION * n), n - 1) for _, n, _, _ in streams]
+    sizes = (sum(counts), sum(n for _, n, _, _ in streams) - sum(counts))
+    # torch allocates large blocks on huge pages: touching 1 GB of numpy.empty took 10 s here, 0.7 s
+    pooled = [(torch.empty(r, NUM_FEATURES + 1, dtype=_DT), torch.empty(r, dtype=torch.long)) for r in sizes]
+    xs, ys = [x.numpy() for x, _ in pooled], [y.numpy() for _, y in pooled]
+    for x in xs:
+        x[:, NUM_FEATURES] = 1.0
+    shared, at = _shared_model(seed, cfg.iid), [0, 0]
+    for ue, n_tr in zip(streams, counts, strict=True):
+        x, y = _ue_examples(*ue, shared)
+        for split, (lo, hi) in enumerate(((0, n_tr), (n_tr, len(y)))):
+            a, b = at[split], at[split] + hi - lo
+            xs[split][a:b, :NUM_FEATURES] = x[lo:hi]
+            ys[split][a:b] = y[lo:hi]
+            at[split] = b
+    return [*pooled[0], *pooled[1]], counts
 
 
 class SyntheticLogreg(Workload):
@@ -99,24 +138,13 @@ class SyntheticLogreg(Workload):
         self.num_ues = cfg.num_ues
         self.dim = (NUM_FEATURES + 1) * NUM_CLASSES
         self.l2 = cfg.l2
-        data = generate_synthetic(cfg.num_ues, cfg.alpha, cfg.beta, cfg.iid, cfg.max_samples_per_ue, seed)
-        xs_tr, ys_tr, xs_te, ys_te, counts = [], [], [], [], []
-        for x, y in data:
-            n_tr = min(int(TRAIN_FRACTION * len(y)), len(y) - 1)
-            xs_tr.append(x[:n_tr])
-            ys_tr.append(y[:n_tr])
-            xs_te.append(x[n_tr:])
-            ys_te.append(y[n_tr:])
-            counts.append(n_tr)
-        #: ``[R, 61]`` augmented training features of all UEs, concatenated in UE order.
-        self.x_train = _augment(np.vstack(xs_tr))
-        self.y_train = torch.from_numpy(np.concatenate(ys_tr))
-        self.x_test = _augment(np.vstack(xs_te))
-        self.y_test = torch.from_numpy(np.concatenate(ys_te))
+        (self.x_train, self.y_train, self.x_test, self.y_test), counts = _pooled(cfg, seed)
+        #: ``x_train [R, 61]``: the augmented training features of all UEs, concatenated in UE order.
         self.counts = counts
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
         self.w_star, self.f_star = _minimise(self.x_train, self.y_train, self.l2)
         self._theory: TheoryConstants | None = None
+        self._xty: dict[str, torch.Tensor] = {}
 
     # -- data access ----------------------------------------------------------------------
     def num_examples(self, ue: int) -> int:
@@ -198,7 +226,7 @@ class SyntheticLogreg(Workload):
     def objective(self, w: torch.Tensor) -> float:
         """f(w) = mean training CE over all UEs + (l2/2)||w||^2."""
         return float(
-            _ce_many(w.to(_DT).unsqueeze(0), self.x_train, self.y_train)[0][0]
+            _ce_many(w.to(_DT).unsqueeze(0), self.x_train, self.y_train, False, self.xty("train"))[0][0]
             + 0.5 * self.l2 * w.to(_DT).dot(w.to(_DT))
         )
 
@@ -218,8 +246,8 @@ class SyntheticLogreg(Workload):
         ``train_loss`` = f(w); ``gap`` = f(w) - f*; ``dist`` = ||w - w*||.
         """
         ws = ws.to(_DT)
-        test_ce, test_acc = _ce_many(ws, self.x_test, self.y_test)
-        train_ce, _ = _ce_many(ws, self.x_train, self.y_train, with_accuracy=False)
+        test_ce, test_acc = _ce_many(ws, self.x_test, self.y_test, xty=self.xty("test"))
+        train_ce, _ = _ce_many(ws, self.x_train, self.y_train, with_accuracy=False, xty=self.xty("train"))
         f = train_ce + 0.5 * self.l2 * (ws * ws).sum(1)
         dist = (ws - self.w_star).norm(dim=1)
         return [
@@ -232,6 +260,15 @@ class SyntheticLogreg(Workload):
             }
             for m in range(ws.shape[0])
         ]
+
+    def xty(self, split: str) -> torch.Tensor:
+        """``_xty`` of the pooled ``"train"`` or ``"test"`` split, cached (recomputed on the data's
+        device after ``to_device``, so that the value is the one ``_ce_many`` would compute there)."""
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+        cached = self._xty.get(split)
+        if cached is None or cached.device != x.device:
+            cached = self._xty[split] = _xty(x, y)
+        return cached
 
     def theory_constants(self) -> TheoryConstants:
         """mu = l2 (exact); L = max_n 0.5 lambda_max(X~_n^T X~_n / n) + l2 (bound); w*, f*
@@ -278,10 +315,10 @@ def _size_buckets(sizes: list[int], slack: float = 1.25) -> list[torch.Tensor]:
 
 
 def _ce_many(
-    ws: torch.Tensor, x: torch.Tensor, y: torch.Tensor, with_accuracy: bool = True
+    ws: torch.Tensor, x: torch.Tensor, y: torch.Tensor, with_accuracy: bool = True, xty: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Mean CE ``[M]`` and accuracy ``[M]`` (or None) of models ``ws [M, 610]`` on
-    ``(x [R, 61], y [R])``.
+    ``(x [R, 61], y [R])``; ``xty`` is ``_xty(x, y)`` when the caller has it cached.
 
     Cost O(M R C); the R*M*C exponentials of the log-sum-exp dominate. The picked logits
     sum_r x_r^T W[:, y_r] are summed in closed form as <W, X^T onehot(Y)>, and the ``[m, R, 10]``
@@ -289,7 +326,7 @@ def _ce_many(
     """
     m_all, r = ws.shape[0], x.shape[0]
     wm = ws.reshape(m_all, NUM_FEATURES + 1, NUM_CLASSES)
-    xty = x.T @ F.one_hot(y, NUM_CLASSES).to(_DT)  # [61, 10]
+    xty = _xty(x, y) if xty is None else xty
     picked = (wm * xty).sum((1, 2)) / r
     lse = torch.empty(m_all, dtype=_DT, device=ws.device)
     acc = torch.empty(m_all, dtype=_DT, device=ws.device) if with_accuracy else None
@@ -302,6 +339,12 @@ def _ce_many(
         if acc is not None:
             acc[s : s + per_chunk] = (logits.argmax(-1) == y.unsqueeze(1)).to(_DT).mean(0)
     return lse - picked, acc
+
+
+def _xty(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``X^T onehot(Y)`` ``[61, 10]``: a constant of the data set, and at 10,000 UEs costlier than
+    one model's logits (the one-hot is ``[R, 10]`` float64), hence cached by the workload."""
+    return x.T @ F.one_hot(y, NUM_CLASSES).to(_DT)
 
 
 def _grad(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, l2: float) -> torch.Tensor:

@@ -235,6 +235,26 @@ def test_logreg_determinism():
     torch.testing.assert_close(big.ue_data(2)[0], a.ue_data(2)[0], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("iid", [False, True])
+def test_logreg_pooled_data_is_the_per_ue_generator_stacked(iid):
+    """The pooled arrays are written in place (no stacking copies): they must equal the per-UE
+    draws of ``generate_synthetic`` split 90/10, stacked and augmented with a ones column."""
+    from fedsim.workloads.synthetic import TRAIN_FRACTION, _xty, generate_synthetic
+
+    cfg = SyntheticLogregConfig(num_ues=9, iid=iid, max_samples_per_ue=300)
+    wl = SyntheticLogreg(cfg, 4)
+    data = generate_synthetic(9, cfg.alpha, cfg.beta, iid, 300, 4)
+    cut = [min(int(TRAIN_FRACTION * len(y)), len(y) - 1) for _, y in data]
+    aug = lambda x: torch.from_numpy(np.hstack([x, np.ones((len(x), 1))]))  # noqa: E731
+    pairs = list(zip(data, cut, strict=True))
+    train = aug(np.vstack([x[:c] for (x, _), c in pairs]))
+    test = aug(np.vstack([x[c:] for (x, _), c in pairs]))
+    assert wl.counts == cut and torch.equal(wl.x_train, train) and torch.equal(wl.x_test, test)
+    assert torch.equal(wl.y_train, torch.from_numpy(np.concatenate([y[:c] for (_, y), c in pairs])))
+    assert torch.equal(wl.y_test, torch.from_numpy(np.concatenate([y[c:] for (_, y), c in pairs])))
+    assert torch.equal(wl.xty("train"), _xty(wl.x_train, wl.y_train)) and wl.xty("test") is wl.xty("test")
+
+
 def test_synthetic_iid_shares_one_model():
     wl = build_workload(SyntheticLogregConfig(num_ues=5, iid=True), seed=0)
     means = torch.stack([wl.ue_data(n)[0][:, :NUM_FEATURES].mean(0) for n in range(5)])
