@@ -92,7 +92,7 @@ class EngineConfig(Section):
                                       "path); 1 keeps the numbers independent of the machine. The per-UE ClientApps "
                                       "always compute with one thread")
     population: bool | Literal["auto"] = Field(
-        "auto", description="inline engine, built-in strategies without overlap, workloads with a vectorised "
+        "auto", description="inline engine, built-in strategies (overlap too), workloads with a vectorised "
                             "gradient: run each round for all UEs as one tensor program (server-free: on the "
                             "stacked UE models [N, d]) instead of one ClientApp call per UE; faults, policies, "
                             "checkpoints and resume as on the per-UE path, numbers equal to it to rounding. "
