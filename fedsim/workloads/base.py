@@ -71,6 +71,10 @@ class Workload(ABC):
     dtype: torch.dtype
     #: where the workload's data and models live (``to_device``); inputs may come from any device.
     device: torch.device = torch.device("cpu")
+    #: True when nothing about the workload changes after it is built, beyond caches of its own
+    #: deterministic functions: ``build_workload`` may then hand the same object to every run with
+    #: the same inputs in this process (a sweep's variants that differ only in strategy or channel).
+    shareable: bool = False
 
     def to_device(self, device: torch.device) -> Workload:
         """Move every tensor and module the workload holds (also inside lists, tuples, dicts,

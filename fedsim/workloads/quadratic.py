@@ -54,6 +54,7 @@ class Quadratic(Workload):
 
     name = "quadratic"
     dtype = _DT
+    shareable = True
 
     def __init__(self, cfg: QuadraticConfig, seed: int) -> None:
         self.cfg = cfg
