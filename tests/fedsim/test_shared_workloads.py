@@ -43,10 +43,12 @@ def test_only_shareable_workloads_within_the_byte_budget_are_kept(monkeypatch: p
     wl = build_workload(_cfg(), 0)
     size = registry.tensor_bytes(wl)
     assert size == sum(t.element_size() * t.nelement() for t in (wl.a, wl.b, wl.q, wl.w_star))
-    monkeypatch.setattr(registry, "SHARED_BYTES", size * 2)  # room for two: the oldest goes first
+    monkeypatch.setattr(registry, "SHARED_BYTES", size * 2)  # room for two: the least recently used goes
     b, c = build_workload(_cfg(), 1), build_workload(_cfg(), 2)
-    assert build_workload(_cfg(), 2) is c and build_workload(_cfg(), 1) is b
-    assert build_workload(_cfg(), 0) is not wl
+    assert all(kept is not wl for kept in registry._shared.values())  # dropped for c
+    assert build_workload(_cfg(), 2) is c and build_workload(_cfg(), 1) is b  # b used last
+    build_workload(_cfg(), 3)  # drops c
+    assert build_workload(_cfg(), 1) is b and build_workload(_cfg(), 2) is not c
     monkeypatch.setattr(registry, "SHARED_BYTES", size - 1)  # too large to keep
     registry.forget_built_workloads()
     assert build_workload(_cfg(), 0) is not build_workload(_cfg(), 0)
