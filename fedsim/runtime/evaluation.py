@@ -19,6 +19,10 @@ def evaluate_held(workload: Workload, held: HeldModels, *, sample: int, seed: in
     of :func:`evaluate_population`."""
     if held.holders is None:
         return dict(workload.evaluate(held.models[0]))
+    ues = held.holders
+    if all(a < b for a, b in zip(ues, ues[1:], strict=False)):  # already in UE order: no per-UE restack
+        return _evaluate_stacked(workload, ues, held.models.to(workload.device).contiguous(), workload.ue_weights(),
+                                 sample=sample, seed=seed, round=round)
     return evaluate_population(workload, held.as_dict(), workload.ue_weights(), sample=sample, seed=seed,
                                round=round)
 
@@ -33,6 +37,12 @@ def evaluate_population(workload: Workload, models: dict[int, torch.Tensor], wei
     distance ||w_m - w_bar|| over every UE."""
     ues = sorted(models)
     W = torch.stack([models[u] for u in ues]).to(workload.device)
+    return _evaluate_stacked(workload, ues, W, weights, sample=sample, seed=seed, round=round)
+
+
+def _evaluate_stacked(workload: Workload, ues: list[int], W: torch.Tensor, weights: torch.Tensor,
+                      *, sample: int, seed: int, round: int) -> dict[str, Any]:
+    """:func:`evaluate_population` of the models ``W [M, d]`` of the UEs ``ues`` (ascending)."""
     q = weights[ues].to(torch.float64)
     w_bar = (q / q.sum()).to(W.device, W.dtype) @ W
     row: dict[str, Any] = {f"avg_{k}": v for k, v in workload.evaluate(w_bar).items()}

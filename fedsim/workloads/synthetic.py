@@ -199,31 +199,25 @@ class SyntheticLogreg(Workload):
         ues = [int(n) for n in ues]
         if ws.shape[0] != len(ues):
             raise ValueError(f"ws has {ws.shape[0]} rows but {len(ues)} UEs were given")
-        pos = []  # global training-row positions of each model's minibatch
-        for n in ues:
-            rows = self.batch_rows(n, step)
-            a = self.offsets[n]
-            pos.append(torch.arange(a, self.offsets[n + 1]) if rows is None else rows + a)
+        starts = [self.offsets[n] for n in ues]
+        picks = [self.batch_rows(n, step) for n in ues]  # None: all of the UE's rows
+        sizes = [self.counts[n] if p is None else len(p) for n, p in zip(ues, picks, strict=True)]
         out = torch.empty(len(ues), self.dim, dtype=_DT, device=self.device)
-        for bucket in _size_buckets([len(p) for p in pos]):
-            out[bucket] = self._grad_bucket(ws[bucket].to(_DT), [pos[m] for m in bucket.tolist()])
+        for bucket in _size_buckets(sizes):
+            b = bucket.tolist()
+            idx, mask = _padded_rows([starts[m] for m in b], [sizes[m] for m in b], [picks[m] for m in b])
+            out[bucket] = self._grad_bucket(ws[bucket].to(_DT), idx.to(self.device), mask.to(self.device))
         return out
 
-    def _grad_bucket(self, ws: torch.Tensor, pos: list[torch.Tensor]) -> torch.Tensor:
-        """Gradients of the rows of ``ws [m, 610]`` on the training rows ``pos``: one padded bmm."""
-        width = max(len(p) for p in pos)
-        idx = torch.zeros(len(pos), width, dtype=torch.long)
-        mask = torch.zeros(len(pos), width, dtype=_DT)
-        for m, p in enumerate(pos):
-            idx[m, : len(p)] = p
-            mask[m, : len(p)] = 1.0
-        idx, mask = idx.to(self.device), mask.to(self.device)
+    def _grad_bucket(self, ws: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Gradients of the rows of ``ws [m, 610]`` on the training rows ``idx [m, B]`` (real
+        where ``mask`` is 1): one padded bmm."""
         x = self.x_train[idx]  # [m, B, 61]
         y = self.y_train[idx]  # [m, B]
         resid = torch.softmax(torch.bmm(x, ws.view(-1, NUM_FEATURES + 1, NUM_CLASSES)), dim=-1)
         resid.scatter_add_(-1, y.unsqueeze(-1), -torch.ones_like(resid[..., :1]))
         resid = resid * (mask / mask.sum(1, keepdim=True)).unsqueeze(-1)
-        return torch.bmm(x.transpose(1, 2), resid).reshape(len(pos), -1) + self.l2 * ws
+        return torch.bmm(x.transpose(1, 2), resid).reshape(len(idx), -1) + self.l2 * ws
 
     # -- evaluation -----------------------------------------------------------------------
     def objective(self, w: torch.Tensor) -> float:
@@ -315,6 +309,20 @@ def _size_buckets(sizes: list[int], slack: float = 1.25) -> list[torch.Tensor]:
         buckets.append(torch.tensor(order[first:i], dtype=torch.long))
         first = i
     return buckets
+
+
+def _padded_rows(starts: list[int], sizes: list[int],
+                 picks: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-padded training-row indices ``[m, B]`` of m UEs' minibatches (``picks``: rows into a
+    UE's data, None for all ``sizes[i]`` from ``starts[i]``) and their 0/1 mask, built without a
+    Python loop over the UEs' rows (at 10,000 UEs that loop cost 0.2 s a round)."""
+    col = torch.arange(max(sizes))
+    real = col < torch.tensor(sizes).unsqueeze(1)
+    idx = torch.where(real, torch.tensor(starts).unsqueeze(1) + col, 0)
+    if any(p is not None for p in picks):
+        idx[real] = torch.cat([idx[i, :n] if p is None else p + a
+                               for i, (a, n, p) in enumerate(zip(starts, sizes, picks, strict=True))])
+    return idx, real.to(_DT)
 
 
 def _ce_many(

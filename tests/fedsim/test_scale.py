@@ -64,3 +64,18 @@ def test_evaluation_sample_keeps_the_virtual_average_exact() -> None:
     assert again["loss"] == sampled["loss"] and again["ue_loss_max"] == sampled["ue_loss_max"]
     assert (other["ue_loss_min"], other["ue_loss_max"]) != (sampled["ue_loss_min"], sampled["ue_loss_max"])
     assert sampled["ue_loss_max"] - sampled["ue_loss_min"] < 99
+
+
+def test_held_models_in_ue_order_are_evaluated_as_stacked() -> None:
+    """evaluate_held takes UE-ordered held models as they are (no per-UE restack): the row equals
+    evaluate_population's on the same models, bit for bit; any other order goes through the dict."""
+    from fedsim.runtime.evaluation import evaluate_held, evaluate_population
+    from fedsim.workloads.synthetic import SyntheticLogreg, SyntheticLogregConfig
+    from strategies import HeldModels
+
+    wl = SyntheticLogreg(SyntheticLogregConfig(num_ues=12), 0)
+    W = wl.w_star + 0.1 * torch.randn(12, wl.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for holders in ([0, 2, 3, 5, 8, 9, 11], [5, 0, 2, 11, 3, 9, 8]):
+        held = HeldModels(W[holders].clone(), list(holders))
+        ref = evaluate_population(wl, held.as_dict(), wl.ue_weights(), sample=4, seed=2, round=3)
+        assert evaluate_held(wl, held, sample=4, seed=2, round=3) == ref
