@@ -2,6 +2,7 @@
 
 Run: ``python benchmarks/bench_population.py`` (1,000 UEs x 100 rounds: a few minutes on 2 cores);
 ``--ues 1000 10000`` adds 10,000 UEs (the per-UE path is skipped above ``--per-ue-max`` UEs);
+``--arms pop8 sparse`` runs only those fedsim arms beside the loop;
 ``--grid`` adds ``grid_240`` against the loop cost of its UE-rounds and a scaled plain-Flower
 sample; ``--device cuda`` runs every side on a GPU.
 
@@ -135,7 +136,11 @@ def in_child(kind: str, **kwargs) -> dict[str, float]:
         return pool.apply(_arm, (kind, kwargs))
 
 
-def population(ues: int, rounds: int, device: str, eval_every: int, per_ue_max: int) -> None:
+ARMS = ("per-ue", "pop", "pop8", "sparse", "threads")
+
+
+def population(ues: int, rounds: int, device: str, eval_every: int, per_ue_max: int,
+               arms: tuple[str, ...] = ARMS) -> None:
     base = {"ues": ues, "rounds": rounds, "device": device}
     loop = in_child("loop", **base)
     per_round = loop["per_round"]
@@ -143,13 +148,16 @@ def population(ues: int, rounds: int, device: str, eval_every: int, per_ue_max: 
     print(f"{ues} UEs x {rounds} rounds, serverfree-relay, synthetic-logreg full batch, {device}:")
     print(f"  plain loop (1 thread): {1e3 * per_round / ues:.3f} ms per UE-round, {per_round * rounds:.1f} s for "
           f"the run, peak {loop['peak_mb']:.0f} MB")
-    arms = [("population path, metrics every round", {"population": True}),
-            ("population path, 8 UE models sampled", {"population": True, "eval_ue_sample": 8}),
-            (f"population path, metrics every {eval_every} rounds", {"population": True, "eval_every": eval_every}),
-            (f"population path, metrics every round, engine.threads = {cores}", {"population": True, "threads": cores})]
-    if ues <= per_ue_max:
-        arms.insert(0, ("per-UE path, metrics every round", {"population": False}))
-    for label, extra in arms:
+    runs = [("per-ue", "per-UE path, metrics every round", {"population": False}),
+            ("pop", "population path, metrics every round", {"population": True}),
+            ("pop8", "population path, 8 UE models sampled", {"population": True, "eval_ue_sample": 8}),
+            ("sparse", f"population path, metrics every {eval_every} rounds",
+             {"population": True, "eval_every": eval_every}),
+            ("threads", f"population path, metrics every round, engine.threads = {cores}",
+             {"population": True, "threads": cores})]
+    for name, label, extra in runs:
+        if name not in arms or (name == "per-ue" and ues > per_ue_max):
+            continue
         fed = in_child("fedsim", **base, **extra)
         print(f"  {label} (set-up {fed['setup']:.1f} s, peak {fed['peak_mb']:.0f} MB):")
         if extra.get("eval_every", 1) == 1:
@@ -188,6 +196,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=10,
                     help="the population path's arm with metrics only every this many rounds")
     ap.add_argument("--per-ue-max", type=int, default=2000, help="skip the per-UE path above this many UEs")
+    ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                    help="fedsim arms to run beside the loop (default: all)")
     ap.add_argument("--grid", action="store_true", help="also grid_240 and the plain-Flower sample")
     ap.add_argument("--flower-rounds", type=int, default=20, help="rounds of the Flower sample (0: skip)")
     args = ap.parse_args()
@@ -196,7 +206,7 @@ def main() -> None:
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores; torch "
           f"{torch.__version__}, 1 thread per process")
     for ues in args.ues:
-        population(ues, args.rounds, args.device, args.eval_every, args.per_ue_max)
+        population(ues, args.rounds, args.device, args.eval_every, args.per_ue_max, tuple(args.arms))
     if args.grid:
         grid(args.device, args.flower_rounds)
 
