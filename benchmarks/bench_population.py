@@ -9,12 +9,14 @@ sample; ``--device cuda`` runs every side on a GPU.
 The **reference** is the physical floor on this machine: one thread, float64, for every round a
 full-batch ``synthetic-logreg`` gradient per UE (``Workload.stochastic_grad``), the superposition
 sum_n q_n g_n, one common and one per-UE Gaussian noise vector, every UE's own-model update, and the
-training loss of the average model. fedsim runs ``serverfree-relay`` on the same workload (inline
-engine, no checkpoints), which is the same work plus its engine, its channel model and its
-metrics: every round the average model (train and test) and a seeded sample of ``eval_ue_sample``
-UE-held models (train and test). Arms: the per-UE path (one ClientApp call per UE), the
-population path (``engine.population = true``: the round as one tensor program) with the default
-metrics, with 8 sampled UE models, and with metrics every ``--eval-every`` rounds.
+training loss of the average model (with X^T onehot(Y), a constant of the data, taken from the
+workload's cache as fedsim takes it; before 2026-12-07 the loop recomputed it every round). fedsim
+runs ``serverfree-relay`` on the same workload (inline engine, no checkpoints), which is the same
+work plus its engine, its channel model and its metrics: every round the average model (train and
+test) and a seeded sample of ``eval_ue_sample`` UE-held models (train and test). Arms: the per-UE
+path (one ClientApp call per UE), the population path (``engine.population = true``: the round as
+one tensor program) with the default metrics, with 8 sampled UE models, and with metrics every
+``--eval-every`` rounds.
 
 Every arm runs in a fresh process of its own (spawned), so each prints its own peak resident
 memory. Each line prints fedsim's time beside the loop's, their ratio and the target; the
