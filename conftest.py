@@ -1,4 +1,5 @@
-"""Fixtures for every test."""
+"""Fixtures for every test (here at the root, not in tests/: a conftest there would put tests/ on
+sys.path, where tests/channels would shadow the channels package under a plain `pytest`)."""
 
 from __future__ import annotations
 
