@@ -134,6 +134,7 @@ class SyntheticLogreg(Workload):
 
     name = "synthetic-logreg"
     dtype = _DT
+    shareable = True  # after building, only the caches of xty and theory_constants change
 
     def __init__(self, cfg: SyntheticLogregConfig, seed: int) -> None:
         self.cfg = cfg

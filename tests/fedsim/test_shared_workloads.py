@@ -16,8 +16,10 @@ from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
 from fedsim.workloads import build_workload
 from fedsim.workloads.quadratic import Quadratic
+from fedsim.workloads.synthetic import SyntheticLogreg
 
 QUAD = "workload={name='quadratic', num_ues=5, dim=4, hessian='heterogeneous', grad_noise=0.1}"
+LOGREG = "workload={name='synthetic-logreg', num_ues=5, batch_size=4}"
 
 
 def _cfg(*extra: str):
@@ -54,26 +56,27 @@ def test_only_shareable_workloads_within_the_byte_budget_are_kept(monkeypatch: p
     assert build_workload(_cfg(), 0) is not build_workload(_cfg(), 0)
 
 
-def _run(tmp_path: Path, name: str, *extra: str) -> list[dict]:
+def _run(tmp_path: Path, name: str, workload: str, *extra: str) -> list[dict]:
     cfg = validate(apply_overrides({}, [
-        "engine.name='inline'", "output.plot=false", f"output.dir={str(tmp_path / name)!r}", "rounds=4", QUAD,
+        "engine.name='inline'", "output.plot=false", f"output.dir={str(tmp_path / name)!r}", "rounds=4", workload,
         "strategy.name='serverfree-relay'", "train.local_steps=2", "channel.fading='rayleigh'", *extra]))
     return load_run(run_experiment(cfg, quiet=True)).metrics
 
 
+@pytest.mark.parametrize(("workload", "cls"), [(QUAD, Quadratic), (LOGREG, SyntheticLogreg)])
 def test_a_run_on_a_shared_workload_has_the_numbers_of_a_fresh_build(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workload: str, cls: type) -> None:
     """Variants of a sweep in one process: the second shares the first's workload (and the theory
     constants it computed) and its rows equal those of the same run after a fresh build."""
     built: list[int] = []
-    init = Quadratic.__init__
-    monkeypatch.setattr(Quadratic, "__init__", lambda self, *a: (built.append(1), init(self, *a))[1])
-    _run(tmp_path, "first", "channel.gsnr_db=10.0")
+    init = cls.__init__
+    monkeypatch.setattr(cls, "__init__", lambda self, *a: (built.append(1), init(self, *a))[1])
+    _run(tmp_path, "first", workload, "channel.gsnr_db=10.0")
     first = len(built)
-    shared = _run(tmp_path, "shared", "channel.gsnr_db=20.0")
+    shared = _run(tmp_path, "shared", workload, "channel.gsnr_db=20.0")
     assert first >= 1 and len(built) == first  # the second run built nothing
     registry.forget_built_workloads()
-    fresh = _run(tmp_path, "fresh", "channel.gsnr_db=20.0")
+    fresh = _run(tmp_path, "fresh", workload, "channel.gsnr_db=20.0")
     for a, b in zip(shared, fresh, strict=True):
         assert {k: v for k, v in a.items() if not k.endswith("_s")} == {k: v for k, v in b.items()
                                                                           if not k.endswith("_s")}
