@@ -70,15 +70,19 @@ class AnalyticsHook(HookBase):
         ck.restore_attrs(self.analytics, state, bag)
 
 
-def divergence_reason(models: list[torch.Tensor], row: dict[str, Any], max_norm: float) -> str | None:
-    """Why a run has diverged (None: it has not): a non-finite model entry, a model norm above
-    ``max_norm``, or a non-finite metric."""
-    for w in models:
-        if not bool(torch.isfinite(w).all()):
-            return "non-finite model"
-        norm = float(torch.linalg.vector_norm(w.to(torch.float64)))
-        if norm > max_norm:
-            return f"model norm {norm:.3g} exceeds divergence.max_norm = {max_norm:g}"
+def divergence_reason(models: torch.Tensor | None, row: dict[str, Any], max_norm: float) -> str | None:
+    """Why a run has diverged (None: it has not): a non-finite entry in a model (the rows of
+    ``models [M, d]``), a model norm above ``max_norm`` (the first such model, in row order), or a
+    non-finite metric."""
+    if models is not None and len(models):
+        finite = torch.isfinite(models).all(1)
+        norms = torch.linalg.vector_norm(models.to(torch.float64), dim=1)
+        bad = (~finite | (norms > max_norm)).nonzero()  # one pass over all models, not one per model
+        if len(bad):
+            first = int(bad[0, 0])
+            if not bool(finite[first]):
+                return "non-finite model"
+            return f"model norm {float(norms[first]):.3g} exceeds divergence.max_norm = {max_norm:g}"
     for k, v in row.items():
         if isinstance(v, float) and not math.isfinite(v):
             return f"non-finite {k}"
@@ -94,7 +98,7 @@ class DivergenceHook(HookBase):
         self.max_norm = max_norm
 
     def after_round(self, loop: RoundLoop, record: RoundRecord) -> str | None:
-        models = list(record.held.models) if record.held is not None else []
+        models = record.held.models if record.held is not None else None
         reason = divergence_reason(models, record.row, self.max_norm)
         if reason is None:
             return None

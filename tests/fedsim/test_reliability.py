@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from interrupt import interrupted_run
 
 from fedsim.config import apply_overrides, validate
@@ -366,6 +367,21 @@ def test_divergence_ends_run_cleanly(tmp_path: Path, strategy: str) -> None:
 
     with pytest.raises(RunDirError, match="already diverged"):
         run_experiment(cfg, quiet=True, resume=run_dir)
+
+
+def test_divergence_reason_names_the_first_bad_model_in_row_order() -> None:
+    """By hand: rows [3, 4] (norm 5), [30, 40] (norm 50), [nan, 0]; with max_norm 10 the second row
+    is the first bad one; with the NaN row first it is a non-finite model; a NaN metric last."""
+    from fedsim.runtime.hooks import divergence_reason
+
+    ok, big, nan = [3.0, 4.0], [30.0, 40.0], [float("nan"), 0.0]
+    W = torch.tensor([ok, big, nan], dtype=torch.float64)
+    assert divergence_reason(W, {}, 10.0) == "model norm 50 exceeds divergence.max_norm = 10"
+    assert divergence_reason(W[[0, 2, 1]], {}, 10.0) == "non-finite model"
+    assert divergence_reason(W[:1], {"loss": 0.1}, 10.0) is None
+    assert divergence_reason(W[:1], {"loss": float("inf")}, 10.0) == "non-finite loss"
+    assert divergence_reason(None, {}, 10.0) is None
+    assert divergence_reason(W[:2], {}, 50.0) is None  # a norm equal to the limit is allowed
 
 
 # ----------------------------------------------------------------------------- concurrency
