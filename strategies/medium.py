@@ -249,8 +249,12 @@ class Medium(FedAvg):
 
     def superpose(self, server_round: int, transmitted: dict[int, torch.Tensor]) -> ChannelResult:
         """Run the channel on what the UEs transmitted (``{ue: v_n}``) and queue every UE's estimate."""
+        return self.superpose_rows(server_round, *stack_rows(transmitted, self.num_ues, self.like))
+
+    def superpose_rows(self, server_round: int, V: torch.Tensor, available: torch.Tensor) -> ChannelResult:
+        """:meth:`superpose` of the rows ``V [N, d]`` (zero where a UE did not transmit) of the UEs
+        in the CPU mask ``available``."""
         s = self.setup
-        V, available = stack_rows(transmitted, self.num_ues, self.like)
         res = transmit_scaled(s.channel, V, self.weights, s.seed, server_round, available,
                               noise_factor_of(s.noise_factor, server_round))
         if res.n_active > 0:

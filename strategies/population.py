@@ -233,8 +233,21 @@ def medium_round(medium: Medium, server_round: int, held: UEModels, ex: Populati
     result = RoundResult(participants=list(tx), failures=_failures(medium, ex.failed, non_finite),
                          row={"delay_steps": s.delay or 0}, models=reported)
     if tx:
-        result.channel = medium.superpose(server_round, dict(zip(tx, V, strict=True)))
+        result.channel = medium.superpose_rows(server_round, *_on_rows(medium, tx, V))
     return result
+
+
+def _on_rows(medium: Medium, ues: list[int], V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The transmissions ``V`` of ``ues`` as the medium's ``[N, d]`` matrix (zero rows elsewhere)
+    and the CPU mask of transmitting UEs; ``V`` itself when every UE transmitted in order."""
+    available = torch.zeros(medium.num_ues, dtype=torch.bool)
+    available[ues] = True
+    like = medium.like
+    V = V.to(like.device, like.dtype)
+    if ues == list(range(medium.num_ues)):
+        return V, available
+    return torch.zeros(medium.num_ues, like.numel(), dtype=like.dtype, device=like.device).index_copy_(
+        0, index_on(ues, like.device), V), available
 
 
 def global_model_round(server: GlobalModelServer, server_round: int, ex: PopulationExchange,
