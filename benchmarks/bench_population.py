@@ -3,6 +3,7 @@
 Run: ``python benchmarks/bench_population.py`` (1,000 UEs x 100 rounds: a few minutes on 2 cores);
 ``--ues 1000 10000`` adds 10,000 UEs (the per-UE path is skipped above ``--per-ue-max`` UEs);
 ``--arms pop8 sparse`` runs only those fedsim arms beside the loop;
+``--overlap`` adds the overlapped relay on the per-UE and population paths;
 ``--grid`` adds ``grid_240`` against the loop cost of its UE-rounds and a scaled plain-Flower
 sample; ``--device cuda`` runs every side on a GPU.
 
@@ -123,7 +124,12 @@ def _peak_mb() -> float:
 def _arm(kind: str, kwargs: dict) -> dict[str, float]:
     """One arm in this (spawned) process: its times and its peak resident memory."""
     torch.set_num_threads(kwargs.get("threads", 1))
+    overlap = kwargs.pop("overlap", False)
     cfg = relay_config(**kwargs)
+    if overlap:  # DGA-style: each round's aggregate merged 2 local steps late (2 steps per block)
+        cfg = validate({**cfg.model_dump(), "train": {"local_steps": 2, "lr": {"eta": 0.3}},
+                        "strategy": {"name": "serverfree-relay", "overlap": {"enabled": True}},
+                        "timing": {"latency_ratio": 2}})
     if kind == "loop":
         build_workload(cfg.workload, cfg.seed)  # warm the imports; each side builds its own data
         out = {"per_round": plain_loop(cfg)}
@@ -167,6 +173,17 @@ def population(ues: int, rounds: int, device: str, eval_every: int, per_ue_max: 
         print(ratio_line("whole run", fed["total"], per_round * rounds, 2.0))
 
 
+def overlapped(ues: int, rounds: int, device: str) -> None:
+    """The overlapped relay (K = 2, D = 2, swap) on both paths: no plain-loop reference does its maths."""
+    base = {"ues": ues, "rounds": rounds, "device": device, "overlap": True, "eval_every": rounds}
+    per_ue = in_child("fedsim", **base, population=False)
+    pop = in_child("fedsim", **base, population=True)
+    print(f"{ues} UEs x {rounds} rounds, serverfree-relay with strategy.overlap (K = 2, D = 2), metrics at the end:")
+    for label, key in (("per round", "per_round"), ("whole run", "total")):
+        print(f"  {label}: per-UE path {per_ue[key]:8.3f} s, population path {pop[key]:8.3f} s "
+              f"-> {per_ue[key] / pop[key]:5.2f}x faster")
+
+
 def grid(device: str, flower_rounds: int) -> None:
     """grid_240's wall time against the plain-loop cost of its UE-rounds on every core."""
     from fedsim.api import run
@@ -200,6 +217,7 @@ def main() -> None:
     ap.add_argument("--per-ue-max", type=int, default=2000, help="skip the per-UE path above this many UEs")
     ap.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
                     help="fedsim arms to run beside the loop (default: all)")
+    ap.add_argument("--overlap", action="store_true", help="also the overlapped relay on both paths")
     ap.add_argument("--grid", action="store_true", help="also grid_240 and the plain-Flower sample")
     ap.add_argument("--flower-rounds", type=int, default=20, help="rounds of the Flower sample (0: skip)")
     args = ap.parse_args()
@@ -209,6 +227,8 @@ def main() -> None:
           f"{torch.__version__}, 1 thread per process")
     for ues in args.ues:
         population(ues, args.rounds, args.device, args.eval_every, args.per_ue_max, tuple(args.arms))
+        if args.overlap:
+            overlapped(ues, args.rounds, args.device)
     if args.grid:
         grid(args.device, args.flower_rounds)
 
