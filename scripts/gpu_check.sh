@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED=1
   date -u; uptime; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 } | tee "$out/gpu-check.txt"
-timeout 300 python3 -m pytest -q -p no:cacheprovider tests/fedsim/test_device.py -k "not ray" -rs 2>&1 \
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/fedsim/test_device.py -k "not ray" -rs 2>&1 \
   | tee "$out/tests.txt"
-timeout 420 python3 benchmarks/bench_population.py --device "$device" --ues 1000 10000 --rounds 20 \
+timeout 360 python3 benchmarks/bench_population.py --device "$device" --ues 1000 10000 --rounds 100 --arms pop8 \
   --per-ue-max 0 2>&1 | tee "$out/bench.txt"
