@@ -88,6 +88,10 @@ CASES = {
                        "strategy.fraction=0.5", "faults.slowdown=[[1, 50.0]]", "faults.deadline=0.01",
                        "faults.nan_at=[[2, 0], [3, 2]]", "faults.policy='zero'", "channel.fading='rayleigh'",
                        "channel.interference='gaussian'", "checkpoint.every=1"],
+    "population-overlap-replace": [*SMALL, "strategy.name='serverfree-relay'", "engine.population=true",
+                                   "strategy.overlap.enabled=true", "strategy.overlap.merge='replace'",
+                                   "timing.latency_ratio=1", "faults.slowdown=[[1, 50.0]]", "faults.deadline=0.01",
+                                   "faults.nan_at=[[2, 3]]", "faults.policy='zero'", "checkpoint.every=1"],
     "quadratic": [*SMALL, "workload={name='quadratic', num_ues=4, grad_noise=0.1}", "strategy.name='server-ota'",
                   "channel.interference='sas'", "train.local_steps=1"],
 }
