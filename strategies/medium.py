@@ -265,10 +265,10 @@ class Medium(FedAvg):
         """Queue every UE's estimate for delivery; a UE the channel did not reach (a relay downlink
         below its threshold) misses this round's."""
         step = arrival_step(server_round, self.setup.steps, self.setup.delay or 0)
-        per_ue = res.estimate.dim() == 2
-        for ue in range(self.num_ues):
-            if res.delivered is None or bool(res.delivered[ue]):
-                self.inbox[ue].append((server_round, step, res.estimate[ue] if per_ue else res.estimate))
+        rows = res.estimate.unbind(0) if res.estimate.dim() == 2 else [res.estimate] * self.num_ues
+        reached = range(self.num_ues) if res.delivered is None else res.delivered.nonzero().flatten().tolist()
+        for ue in reached:
+            self.inbox[ue].append((server_round, step, rows[ue]))
 
     def state_dict(self) -> dict[str, Any]:
         """The inbox as ``[[ue, block, step, estimate], ...]`` (order kept)."""
