@@ -31,7 +31,7 @@ import torch
 from strategies.base import HeldModels, OverlapParams, RoundResult
 from strategies.common import Failure, sample_ues
 from strategies.fedavg import GlobalModelServer
-from strategies.medium import Medium
+from strategies.medium import Arrival, Medium, merge_estimate
 from strategies.updates import apply_estimate, to_update_units, ue_transmit_many
 
 
@@ -131,16 +131,17 @@ def merge_due(medium: Medium, held: UEModels, due: Due, index: int, ex: Populati
 
 def _merge_block(medium: Medium, held: UEModels, block: int, rows: torch.Tensor, E: torch.Tensor,
                  ex: PopulationExchange) -> None:
-    """Merge the estimates ``E`` of one block into ``rows`` of ``held``."""
-    W = held.W
-    if ex.mode == "reset":
-        W[rows] = E
+    """Merge the estimates ``E`` of one block into ``rows`` of ``held``: the per-UE rules
+    (:func:`strategies.medium.merge_estimate`, and with overlap the swap and replace of
+    :func:`strategies.overlap.merge_arrival`) on the stacked rows."""
+    W, s = held.W, medium.setup
+    if not ex.overlap.enabled or ex.mode == "reset":
+        W[rows] = merge_estimate(W[rows], Arrival(block, 0, E), transmit=ex.transmit, mode=ex.mode, lr=s.lr,
+                                 steps=s.steps)
         return
-    eta = medium.setup.lr((block - 1) * medium.setup.steps) if ex.transmit == "gradient" else 1.0
+    eta = s.lr((block - 1) * s.steps) if ex.transmit == "gradient" else 1.0
     delta_hat = to_update_units(E, ex.transmit, eta)
-    if not ex.overlap.enabled:
-        W[rows] = W[rows] + delta_hat
-    elif ex.overlap.merge == "swap":  # own stale block out (a zero row where the UE has none), aggregate in
+    if ex.overlap.merge == "swap":  # own stale block out (a zero row where the UE has none), aggregate in
         own = held.pending.get(block)
         base = W[rows] if own is None else W[rows] - own[0][rows]
         W[rows] = base + delta_hat
