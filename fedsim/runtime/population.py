@@ -168,8 +168,9 @@ class Population:
                 held.W[ue] = t
                 self.touched[ue] = True
             elif name == PENDING:
-                empty = (torch.zeros_like(held.W), torch.zeros(n, dtype=torch.bool))
-                updates, holds = held.pending.setdefault(int(key), empty)
+                if int(key) not in held.pending:  # one [N, d] block per block in flight, not per record
+                    held.pending[int(key)] = (torch.zeros_like(held.W), torch.zeros(n, dtype=torch.bool))
+                updates, holds = held.pending[int(key)]
                 updates[ue], holds[ue] = t, True
             elif name == SYNC and held.sync is not None:
                 held.sync[ue] = t
