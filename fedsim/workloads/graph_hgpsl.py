@@ -48,6 +48,9 @@ class GraphHgpslConfig(WorkloadConfig):
     attention: Literal["sparsemax", "softmax"] = Field("sparsemax", description="structure-learning attention")
     lam: float = Field(1.0, ge=0, description="lambda: weight of the original edges in the attention")
     hops: int = Field(3, ge=0, description="structure candidates within this many hops (0: all pairs)")
+    readout: Literal["max-mean", "max-sum"] = Field(
+        "max-mean", description="graph readout after each level: [max || mean] as published, or [max || sum], "
+        "which also sees the graph's size")
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout between the MLP layers")
     weight_decay: float = Field(1e-3, ge=0, description="L2 term weight_decay/2 ||w||^2 in the local objective")
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="local rule (adam: moments stay on the UE)")
@@ -79,7 +82,7 @@ class GraphHgpsl(Workload):
         self.custom_local_train = cfg.optimizer == "adam"
         self.data = data = load_graphs(cfg.dataset, seed if cfg.dataset == "synthetic" else 0, cfg.num_graphs)
         self.arch = Arch(data.x[0].shape[1], data.num_classes, cfg.hidden, cfg.pooling_ratio,
-                         cfg.structure_learning, cfg.attention, cfg.lam, cfg.hops)
+                         cfg.structure_learning, cfg.attention, cfg.lam, cfg.hops, cfg.readout)
         self.dim = sum(int(np.prod(s)) for _, s in self.arch.layout())
         self.n_max = max(len(a) for a in data.adj)
         fold = stratified_folds(data.y, cfg.folds, seed)

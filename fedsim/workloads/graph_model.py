@@ -14,9 +14,9 @@ A batch is ``adj [B, n, n]`` (edge weights, zero on padding), ``x [B, n, F]`` an
   nodes within ``hops`` hops of each other in the graph before pooling (``hops = 0``: all pairs),
   ``A'' = sparsemax_j(e_ij)`` (or softmax) row by row. Without structure learning the pooled
   graph is the induced subgraph ``A'`` (plain top-k pooling, the ablation).
-- Model: GCN → pool → r1, GCN → pool → r2, GCN → r3 with ``r = [max ‖ mean]`` over the real
-  nodes; ``z = ReLU(r1) + ReLU(r2) + ReLU(r3)`` → Lin 2h→h → Lin h→h/2 → Lin h/2→C, ReLU and
-  dropout between them.
+- Model: GCN → pool → r1, GCN → pool → r2, GCN → r3 with ``r = [max ‖ mean]`` (or
+  ``[max ‖ sum]``, ``Arch.readout``) over the real nodes; ``z = ReLU(r1) + ReLU(r2) + ReLU(r3)``
+  → Lin 2h→h → Lin h→h/2 → Lin h/2→C, ReLU and dropout between them.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class Arch:
     attention: Literal["sparsemax", "softmax"] = "sparsemax"
     lam: float = 1.0
     hops: int = 3
+    readout: Literal["max-mean", "max-sum"] = "max-mean"
 
     def layout(self) -> list[tuple[str, tuple[int, ...]]]:
         """(name, shape) of every parameter, in flat-vector order."""
@@ -166,12 +167,15 @@ def pool(arch: Arch, h: torch.Tensor, a: torch.Tensor, mask: torch.Tensor, att: 
     return h2, attend(e, cand) * both, new_mask, idx
 
 
-def readout(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``[max ‖ mean]`` over each graph's real nodes, ``[B, 2h]``."""
+def readout(h: torch.Tensor, mask: torch.Tensor, kind: str = "max-mean") -> torch.Tensor:
+    """``[max ‖ mean]`` (HGP-SL's readout) or ``[max ‖ sum]`` over each graph's real nodes,
+    ``[B, 2h]``. Max and mean do not change when every node is duplicated, so the published
+    readout cannot see a graph's size; the sum can."""
     m = mask.unsqueeze(-1)
     top = torch.where(m > 0, h, torch.full_like(h, _FILL)).max(-2).values
-    mean = (h * m).sum(-2) / m.sum(-2).clamp(min=1)
-    return torch.cat([top, mean], -1)
+    total = (h * m).sum(-2)
+    second = total if kind == "max-sum" else total / m.sum(-2).clamp(min=1)
+    return torch.cat([top, second], -1)
 
 
 def forward(arch: Arch, p: dict[str, torch.Tensor], a: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
@@ -181,12 +185,12 @@ def forward(arch: Arch, p: dict[str, torch.Tensor], a: torch.Tensor, x: torch.Te
     ``drop``: the two dropout masks (already scaled by 1/(1−p)), or None in evaluation."""
     h = torch.relu(gcn(a, x, mask, p["conv1.w"], p["conv1.b"]))
     h, a1, m1, i1 = pool(arch, h, a, mask, p["pool1.att"])
-    r1 = readout(h, m1)
+    r1 = readout(h, m1, arch.readout)
     h = torch.relu(gcn(a1, h, m1, p["conv2.w"], p["conv2.b"]))
     h, a2, m2, i2 = pool(arch, h, a1, m1, p["pool2.att"])
-    r2 = readout(h, m2)
+    r2 = readout(h, m2, arch.readout)
     h = torch.relu(gcn(a2, h, m2, p["conv3.w"], p["conv3.b"]))
-    z = torch.relu(r1) + torch.relu(r2) + torch.relu(readout(h, m2))
+    z = torch.relu(r1) + torch.relu(r2) + torch.relu(readout(h, m2, arch.readout))
     z = torch.relu(z @ p["lin1.w"] + p["lin1.b"])
     z = z if drop is None else z * drop[0]
     z = torch.relu(z @ p["lin2.w"] + p["lin2.b"])

@@ -17,7 +17,7 @@ import torch
 from fedsim.errors import ConfigError
 from fedsim.workloads import build_workload, parse_workload_config
 from fedsim.workloads import graph_data as gd
-from fedsim.workloads.graph_model import Arch, forward, info_score, init_flat, sparsemax, unflatten
+from fedsim.workloads.graph_model import Arch, forward, info_score, init_flat, readout, sparsemax, unflatten
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,11 +68,14 @@ def _random_batch(rng: np.random.Generator, sizes: list[int], feats: int, n_max:
     return a, x, m
 
 
-@pytest.mark.parametrize(("sl", "attention", "hops"), [(True, "sparsemax", 3), (True, "softmax", 0),
-                                                        (False, "sparsemax", 3)])
-def test_logits_are_invariant_to_node_permutations(sl: bool, attention: str, hops: int) -> None:
+@pytest.mark.parametrize(("sl", "attention", "hops", "ro"), [(True, "sparsemax", 3, "max-mean"),
+                                                              (True, "softmax", 0, "max-mean"),
+                                                              (False, "sparsemax", 3, "max-mean"),
+                                                              (True, "sparsemax", 3, "max-sum")])
+def test_logits_are_invariant_to_node_permutations(sl: bool, attention: str, hops: int, ro: str) -> None:
     rng = np.random.default_rng(1)
-    arch = Arch(5, 3, hidden=16, ratio=0.6, structure_learning=sl, attention=attention, lam=1.0, hops=hops)
+    arch = Arch(5, 3, hidden=16, ratio=0.6, structure_learning=sl, attention=attention, lam=1.0, hops=hops,
+                readout=ro)
     p = unflatten(arch, init_flat(arch, torch.Generator().manual_seed(0), torch.float64))
     a, x, m = _random_batch(rng, [9, 13, 7], 5, 14)
     z = forward(arch, p, a, x, m)[0]
@@ -84,6 +87,39 @@ def test_logits_are_invariant_to_node_permutations(sl: bool, attention: str, hop
     zp = forward(arch, p, perm_a, perm_x, m)[0]
     assert torch.allclose(z, zp, rtol=1e-10, atol=1e-12)
     assert (z[0] - z[1]).abs().max() > 1e-6  # the graphs are told apart
+
+
+def test_readouts_on_a_hand_computed_batch() -> None:
+    h = torch.tensor([[[1.0, -2.0], [3.0, 4.0], [9.0, 9.0]], [[-1.0, 5.0], [0.0, 0.0], [0.0, 0.0]]])
+    m = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # the 9s and zeros are padding
+    assert readout(h, m, "max-mean").tolist() == [[3.0, 4.0, 2.0, 1.0], [-1.0, 5.0, -1.0, 5.0]]
+    assert readout(h, m, "max-sum").tolist() == [[3.0, 4.0, 4.0, 2.0], [-1.0, 5.0, -1.0, 5.0]]
+
+
+@pytest.mark.parametrize("sl", [True, False])
+def test_only_the_sum_readout_sees_a_graph_twice(sl: bool, monkeypatch) -> None:
+    """A graph and two disjoint copies of it: every GCN feature, score and learned edge repeats, so
+    max and mean (the published readout) cannot tell them apart, while the sum doubles. Every level's
+    readout is the configured one."""
+    from fedsim.workloads import graph_model
+
+    kinds: list[str] = []
+    monkeypatch.setattr(graph_model, "readout", lambda h, m, kind="max-mean": kinds.append(kind) or readout(h, m, kind))
+    rng = np.random.default_rng(3)
+    a, x, _ = _random_batch(rng, [8], 4, 8)
+    twice_a = torch.zeros(1, 16, 16, dtype=torch.float64)
+    twice_a[0, :8, :8] = twice_a[0, 8:, 8:] = a[0]
+    batch = (torch.cat([torch.nn.functional.pad(a, (0, 8, 0, 8)), twice_a]),
+             torch.cat([torch.nn.functional.pad(x, (0, 0, 0, 8)), x.repeat(1, 2, 1)]),
+             torch.tensor([[1.0] * 8 + [0.0] * 8, [1.0] * 16], dtype=torch.float64))
+    logits = {}
+    for ro in ("max-mean", "max-sum"):
+        arch = Arch(4, 2, hidden=8, ratio=0.5, structure_learning=sl, hops=3, readout=ro)
+        p = unflatten(arch, init_flat(arch, torch.Generator().manual_seed(1), torch.float64))
+        logits[ro] = forward(arch, p, *batch)[0]
+    torch.testing.assert_close(logits["max-mean"][0], logits["max-mean"][1], rtol=1e-12, atol=1e-12)
+    assert (logits["max-sum"][0] - logits["max-sum"][1]).abs().max() > 1e-3
+    assert kinds == ["max-mean"] * 3 + ["max-sum"] * 3
 
 
 def test_tu_reader_counts() -> None:
@@ -126,11 +162,15 @@ def test_synthetic_set_and_folds() -> None:
         parse_workload_config({"name": "graph-hgpsl", "num_ues": 2, "folds": 5, "fold": 5})
 
 
-@pytest.fixture(scope="module")
-def small():
-    """MUTAG in float64 over 6 UEs of unequal size (full local batches), hidden 8, dropout 0.3."""
-    cfg = {"name": "graph-hgpsl", "num_ues": 6, "hidden": 8, "precision": "float64", "dropout": 0.3}
-    return build_workload(parse_workload_config(cfg), seed=2)
+@pytest.fixture(scope="module", params=["max-mean", "max-sum"])
+def small(request):
+    """MUTAG in float64 over 6 UEs of unequal size (full local batches), hidden 8, dropout 0.3; both
+    readouts."""
+    cfg = {"name": "graph-hgpsl", "num_ues": 6, "hidden": 8, "precision": "float64", "dropout": 0.3,
+           "readout": request.param}
+    workload = build_workload(parse_workload_config(cfg), seed=2)
+    assert workload.arch.readout == request.param
+    return workload
 
 
 def test_batched_gradient_equals_the_per_ue_gradient(small) -> None:
