@@ -125,14 +125,17 @@ def _run_method(spec: SearchSpec, bench: Benchmark, method: str, seed: int, trac
 
 class _Trace:
     """The ``evaluate`` a method calls: numbers its evaluations, answers replayed ones from the
-    record, runs the rest as one batch, sends each value through the reward link, and appends the
-    records. Returns the rewards the method sees (larger is better)."""
+    record, answers a candidate this trace has already run (same config and fidelity, not failed)
+    from that run, since a run of the same experiment gives the same numbers (recorded with
+    ``reused_from`` and cost 0), runs the rest as one batch, sends each value through the reward
+    link, and appends the records. Returns the rewards the method sees (larger is better)."""
 
     def __init__(self, spec: SearchSpec, bench: Benchmark, link: RewardLink, method: str, seed: int,
                  folder: Path, cache: dict[tuple[str, int, int], dict[str, Any]], hook: Hook | None) -> None:
         self.spec, self.bench, self.link, self.method, self.seed = spec, bench, link, method, seed
         self.folder, self.cache, self.hook = folder, cache, hook
         self.n, self.cum_cost = 0, 0.0
+        self.ran: dict[str, int] = {}  # candidate -> n of this trace's first successful run of it
 
     def __call__(self, points: list[tuple[np.ndarray, dict[str, Any]]]) -> list[float]:
         batch = [(self.bench.space.config(pt), fid) for pt, fid in points]
@@ -143,18 +146,49 @@ class _Trace:
             if rec is not None and (rec["config"] != config or rec["fidelity"] != fid):
                 raise ConfigError(f"cannot resume: evaluation {key} was {rec['config']} at {rec['fidelity']}, "
                                   f"the replay asks for {config} at {fid}; start a new search")
-        todo = [i for i, key in enumerate(keys) if key not in self.cache]
-        if todo:  # the whole batch again: a killed batch's sweep folder skips what it finished
-            results = self.bench.evaluate(batch, tag=f"{self.method}-s{self.seed}-e{first:04d}")
-            for i in todo:
-                self._record(keys[i], batch[i], results[i])
+        # Which evaluations run and which repeat one: decided from the runs before this batch only,
+        # so that a resumed batch hands its sweep folder the same candidates in the same order.
+        source, runs = self._plan(batch, first)
+        if any(key not in self.cache for key in keys):
+            fresh = self.bench.evaluate([batch[i] for i in runs], tag=f"{self.method}-s{self.seed}-e{first:04d}")
+            results = dict(zip(runs, fresh, strict=True))
+            for i, key in enumerate(keys):
+                if key in self.cache:
+                    continue
+                if source[i] >= 0:
+                    self._record(key, batch[i], results[source[i]], None if source[i] == i else first + source[i])
+                else:
+                    earlier = -1 - source[i]
+                    self._record(key, batch[i], _as_result(self.cache[(key[0], key[1], earlier)]), earlier)
+        for i, key in enumerate(keys):
+            if source[i] == i and not self.cache[key]["failed"]:
+                self.ran.setdefault(_candidate_key(batch[i]), key[2])
         self.n += len(batch)
         recs = [self.cache[key] for key in keys]
         self.cum_cost = recs[-1]["cum_cost"] if recs else self.cum_cost
         return [float(r["reward"]) if self.spec.maximize else -float(r["reward"]) for r in recs]
 
+    def _plan(self, batch: list[tuple[dict[str, Any], dict[str, Any]]], first: int) -> tuple[list[int], list[int]]:
+        """``source[i]``: the batch index whose run answers evaluation i (i itself, an earlier
+        index of the same candidate, or ``-1 - n`` for this trace's earlier evaluation n); ``runs``:
+        the batch indices that run, in order."""
+        source, runs, seen = [], [], {}
+        for i, cand in enumerate(batch):
+            ck = _candidate_key(cand)
+            if ck in self.ran:
+                source.append(-1 - self.ran[ck])
+            elif ck in seen:
+                source.append(seen[ck])
+            else:
+                seen[ck] = i
+                source.append(i)
+                runs.append(i)
+        return source, runs
+
     def _record(self, key: tuple[str, int, int], cand: tuple[dict[str, Any], dict[str, Any]],
-                res: dict[str, Any]) -> None:
+                res: dict[str, Any], reused_from: int | None = None) -> None:
+        """Append the record of evaluation ``key``; ``reused_from``: the evaluation whose run answers
+        it (then its cost is 0)."""
         value = res["value"] if res["value"] is not None else self.spec.fail_value
         prev = self.cache.get((key[0], key[1], key[2] - 1))
         if "ue_values" in res:  # each UE's own metric, weighted by its data share
@@ -163,15 +197,30 @@ class _Trace:
             values, weights = np.full(max(int(cand[1].get("workload.num_ues", self.bench.num_ues)), 1), value), None
         reward = self.link.combine(values, weights, seed=self.seed, round=key[2])
         exact = float(np.dot(values, weights) / np.sum(weights)) if weights is not None else float(value)
+        cost = 0.0 if reused_from is not None else res["cost"]
         rec = {"method": key[0], "seed": key[1], "n": key[2], "config": cand[0], "fidelity": cand[1],
-               "value": value, "reward": reward, "reward_exact": exact, "cost": res["cost"],
-               "cum_cost": (prev["cum_cost"] if prev else 0.0) + res["cost"],
-               "status": res.get("status"), "run_dir": res.get("run_dir"), "failed": res["value"] is None}
+               "value": value, "reward": reward, "reward_exact": exact, "cost": cost,
+               "cum_cost": (prev["cum_cost"] if prev else 0.0) + cost,
+               "status": res.get("status"), "run_dir": res.get("run_dir"), "failed": res["value"] is None,
+               "reused_from": reused_from}
+        if "ue_values" in res:
+            rec.update(ue_values=res["ue_values"], ue_weights=res["ue_weights"])
         with open(self.folder / CANDIDATES, "a", encoding="utf-8") as f:
             f.write(json.dumps(json.loads(dumps(rec))) + "\n")
         self.cache[key] = rec
         if self.hook is not None:
             self.hook(rec)
+
+
+def _candidate_key(cand: tuple[dict[str, Any], dict[str, Any]]) -> str:
+    return json.dumps(cand, sort_keys=True, default=str)
+
+
+def _as_result(rec: dict[str, Any]) -> dict[str, Any]:
+    """What the benchmark returned for a recorded evaluation, to answer a repeat of it."""
+    out = {k: rec[k] for k in ("value", "cost", "run_dir", "status")}
+    out.update({k: rec[k] for k in ("ue_values", "ue_weights") if k in rec})
+    return out
 
 
 def _read_spec(path: Path) -> dict[str, Any]:

@@ -143,7 +143,7 @@ def write_outputs(folder: Path, spec: SearchSpec, bench: Benchmark, records: lis
                   plot: bool = True) -> None:
     """candidates.csv, curves.csv, the figure and summary.json (the best candidate per trace)."""
     cols = ["method", "seed", "n", "config", "fidelity", "value", "reward", "reward_exact", "cost", "cum_cost",
-            "status", "run_dir", "failed"]
+            "status", "run_dir", "failed", "reused_from"]
     atomic_write_text(folder / "candidates.csv", _csv(records, cols))
     rows = summarise(records, bench, spec)
     curve_cols = ["method", "axis", "x", "seeds", "best_median", "best_q25", "best_q75",
