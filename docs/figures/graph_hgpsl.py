@@ -1,6 +1,7 @@
 """Runs behind docs/results/graph.md and its figure.
 
-    python docs/figures/graph_hgpsl.py run [--folds 10] [--channel-folds 5] [--seeds 0]  # graph_hgpsl_runs.json
+    python docs/figures/graph_hgpsl.py run [--folds 10] [--channel-folds 5] [--seeds 0] [--readout max-sum]
+                                                 # adds the missing rows to graph_hgpsl_runs.json
     python docs/figures/graph_hgpsl.py plot    # graph_hgpsl.png from it
     python docs/figures/graph_hgpsl.py table   # the table rows of docs/results/graph.md
 
@@ -23,10 +24,13 @@ ARMS = {  # name -> overrides
     "digital": ["strategy.name='server-digital'"],
     "ota-gauss": ["strategy.name='server-ota'", "channel.interference='gaussian'"],
     "ota-sas1.5": ["strategy.name='server-ota'", "channel.interference={name='sas', alpha=1.5}"],
-}
+    "ota-gauss-40dB": ["strategy.name='server-ota'", "channel.interference='gaussian'", "channel.gsnr_db=40.0"],
+    "ota-sas1.5-40dB": ["strategy.name='server-ota'", "channel.interference={name='sas', alpha=1.5}",
+                        "channel.gsnr_db=40.0"],
+}  # analog arms at the experiment's 20 dB unless named
 
 
-def one(job: tuple[str, bool, int, int, int]) -> dict:
+def one(job: tuple[str, bool, int, int, int, str]) -> dict:
     import tempfile
 
     import torch
@@ -37,9 +41,9 @@ def one(job: tuple[str, bool, int, int, int]) -> dict:
     from fedsim.sweep import expand_sweep
 
     torch.set_num_threads(1)
-    arm, sl, fold, seed, rounds = job
+    arm, sl, fold, seed, rounds, readout = job
     ov = ["sweep={}", f"workload.structure_learning={str(sl).lower()}", f"workload.fold={fold}", f"seed={seed}",
-          f"rounds={rounds}",
+          f"rounds={rounds}", f"workload.readout={readout!r}",
           *ARMS[arm], f"output.dir={tempfile.mkdtemp()!r}", "checkpoint.every=0"]
     cfg = expand_sweep(read_toml(EXPERIMENTS_DIR / "graph_hgpsl.toml"), ov, source="graph_hgpsl")[0].config
     t = time.perf_counter()
@@ -51,17 +55,25 @@ def one(job: tuple[str, bool, int, int, int]) -> dict:
 
     wl = build_workload(cfg.workload, seed)
     struct = [(sorted(k), sorted(e)) for k, e in wl.pooled_structure(res["final_model"])]
-    return {"arm": arm, "sl": sl, "fold": fold, "seed": seed, "rounds": rounds, "accuracy": last["accuracy"],
+    return {"arm": arm, "sl": sl, "fold": fold, "seed": seed, "rounds": rounds, "readout": readout,
+            "accuracy": last["accuracy"],
             "loss": last["loss"], "seconds": seconds, "structure": struct}
 
 
-def run(folds: int, channel_folds: int, seeds: list[int], workers: int, rounds: int) -> None:
+def key(r: dict) -> tuple:
+    """(arm, structure learning, fold, seed, rounds, readout) of a row; rows from before the
+    readout option used the published ``max-mean``."""
+    return r["arm"], r["sl"], r["fold"], r["seed"], r.get("rounds", 40), r.get("readout", "max-mean")
+
+
+def run(folds: int, channel_folds: int, seeds: list[int], workers: int, rounds: int, readout: str) -> None:
     """Digital FedAvg with and without structure learning on ``folds`` folds; the analog arms (with
     structure learning) on the first ``channel_folds``. Rows already in the output are kept."""
     rows = json.loads(OUT.read_text()) if OUT.exists() else []
-    done = {(r["arm"], r["sl"], r["fold"], r["seed"], r.get("rounds", 40)) for r in rows}
-    jobs = [("digital", sl, f, s, rounds) for s in seeds for f in range(folds) for sl in (True, False)]
-    jobs += [(a, True, f, s, rounds) for s in seeds for f in range(channel_folds) for a in ARMS if a != "digital"]
+    done = {key(r) for r in rows}
+    jobs = [("digital", sl, f, s, rounds, readout) for s in seeds for f in range(folds) for sl in (True, False)]
+    jobs += [(a, True, f, s, rounds, readout) for s in seeds for f in range(channel_folds) for a in ARMS
+             if a != "digital"]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         for r in pool.imap_unordered(one, [j for j in jobs if j not in done]):
             rows.append(r)
@@ -79,15 +91,16 @@ def changes(a: list, b: list) -> tuple[float, float]:
     return sum(kept) / len(kept), sum(edges) / len(edges)
 
 
-def groups(rows: list[dict]) -> list[tuple[str, bool, int, list[dict]]]:
-    """(arm, structure learning, rounds, rows) for every arm measured, in the table's order."""
+def groups(rows: list[dict]) -> list[tuple[str, bool, int, str, list[dict]]]:
+    """(arm, structure learning, rounds, readout, rows) for every arm measured, in the table's order."""
     out = []
-    for rounds in sorted({r.get("rounds", 40) for r in rows}):
-        for arm in ARMS:
-            for sl in (True, False):
-                sel = [r for r in rows if r["arm"] == arm and r["sl"] == sl and r.get("rounds", 40) == rounds]
-                if sel:
-                    out.append((arm, sl, rounds, sel))
+    for readout in ("max-mean", "max-sum"):
+        for rounds in sorted({r.get("rounds", 40) for r in rows}):
+            for arm in ARMS:
+                for sl in (True, False):
+                    sel = [r for r in rows if key(r)[:2] == (arm, sl) and key(r)[4:] == (rounds, readout)]
+                    if sel:
+                        out.append((arm, sl, rounds, readout, sel))
     return out
 
 
@@ -99,11 +112,11 @@ def plot() -> None:
     import numpy as np
 
     found = groups(json.loads(OUT.read_text()))
-    labels = [f"{arm}\n{'HGP-SL' if sl else 'top-k'}\nR={rounds}" for arm, sl, rounds, _ in found]
+    labels = [f"{arm}\n{'HGP-SL' if sl else 'top-k'}\nR={rounds}\n{ro}" for arm, sl, rounds, ro, _ in found]
     accs = [[r["accuracy"] for r in sel] for *_, sel in found]
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+    fig, ax = plt.subplots(figsize=(11, 3.8))
     ax.boxplot(accs, showmeans=True)
-    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
+    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=6)
     for i, acc in enumerate(accs, 1):
         ax.scatter(np.full(len(acc), i) + np.linspace(-0.12, 0.12, len(acc)), acc, s=8, alpha=0.6)
     ax.axhline(0.82, ls="--", lw=0.8, color="grey")
@@ -117,16 +130,16 @@ def table() -> None:
     import numpy as np
 
     rows = json.loads(OUT.read_text())
-    digital = {(r["fold"], r["seed"], r.get("rounds", 40)): r for r in rows if r["arm"] == "digital" and r["sl"]}
-    for arm, sl, rounds, sel in groups(rows):
+    digital = {key(r)[2:]: r for r in rows if r["arm"] == "digital" and r["sl"]}
+    for arm, sl, rounds, readout, sel in groups(rows):
         acc = np.array([r["accuracy"] for r in sel])
-        keys = [(r["fold"], r["seed"], rounds) for r in sel]
+        keys = [key(r)[2:] for r in sel]
         ch = [changes(digital[k]["structure"], r["structure"]) for k, r in zip(keys, sel, strict=True)
               if sl and arm != "digital" and k in digital]
         ref = np.mean([digital[k]["accuracy"] for k in keys if k in digital]) if ch else None
         kept = f"{np.mean([c[0] for c in ch]):.3f}" if ch else "-"
         edge = f"{np.mean([c[1] for c in ch]):.3f}" if ch else "-"
-        print(f"| {arm} | {'HGP-SL' if sl else 'top-k'} | {rounds} | {len(sel)} | {acc.mean():.3f} | "
+        print(f"| {readout} | {arm} | {'HGP-SL' if sl else 'top-k'} | {rounds} | {len(sel)} | {acc.mean():.3f} | "
               f"{np.median(acc):.3f} | {'-' if ref is None else f'{ref:.3f}'} | {kept} | {edge} | "
               f"{np.median([r['seconds'] for r in sel]):.0f} |")
 
@@ -139,8 +152,9 @@ if __name__ == "__main__":
     p.add_argument("--channel-folds", type=int, default=5)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=40)
+    p.add_argument("--readout", choices=["max-mean", "max-sum"], default="max-sum")
     a = p.parse_args()
     if a.what == "run":
-        run(a.folds, a.channel_folds, a.seeds, a.workers, a.rounds)
+        run(a.folds, a.channel_folds, a.seeds, a.workers, a.rounds, a.readout)
     else:
         plot() if a.what == "plot" else table()
