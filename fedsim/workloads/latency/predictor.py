@@ -11,18 +11,24 @@ log10 FLOPs); with the device embedding e ∈ R^E
 
     log t_l = MLP([φ_l, e]),   log t_0 = u·e + b_0,   T = t_0 + Σ_l t_l   (ms per forward)
 
-with a 2-hidden-layer tanh MLP. The loss is the mean squared error of log T against the log of the
-measured latency (so relative errors count). The flat vector ``w`` holds the shared weights only
+with a 2-hidden-layer MLP (``activation``: ReLU by default; tanh, the first version, saturates and
+could not reach the slowest held-out device's range). The loss is the mean squared error of log T
+against the log of the measured latency (so relative errors count). The flat vector ``w`` holds the shared weights only
 (MLP, u, b_0: layout in :meth:`LatencyPredictor.views`), so every strategy and channel applies.
 The device embedding never leaves the UE: it lives in the UE's ``state`` (key ``latency.embed``,
 ``[E]``), initialised N(0, 0.1²) from stream ``"init"`` keyed by the UE, and is trained with the shared
 weights in :meth:`~LatencyPredictor.local_train` (plain SGD, its step ``embed_lr_scale`` × lr).
 
 Evaluation (what a new device would do): the ``holdout_profile`` (never a training UE) measures
-``adapt_shots`` architectures (stream ``"adapt"``); only its embedding and one log-scale offset are
-fitted to them (zeros start, ``adapt_steps`` Adam steps, lr 0.05, shared weights frozen), then every
-other architecture of the space is predicted: ``kendall``, ``spearman`` (``scipy.stats``) and ``mape``
-against the table, ``loss`` = the mean squared log error.
+``adapt_shots`` architectures (``adapt_choice``: by default one from each of ``adapt_shots``
+equal-count FLOPs strata, FLOPs being known without measuring, so the shots span the space; or
+uniformly at random; the draw is stream ``"adapt"``); only its embedding and one log-scale offset are
+fitted to them (zeros start, ``adapt_steps`` Adam steps, lr 0.05, shared weights frozen, mean squared
+log error). With ``adapt_scale = "mape"`` the offset is then replaced by the MAPE-optimal one on the
+shots (:func:`~fedsim.workloads.latency.metrics.mape_optimal_scale`, a weighted median of the
+measured/predicted ratios; a log-space fit is biased for MAPE). Then every other architecture of the
+space is predicted: ``kendall``, ``spearman`` (``scipy.stats``) and ``mape`` against the table,
+``loss`` = the mean squared log error.
 """
 
 from __future__ import annotations
@@ -37,13 +43,14 @@ from pydantic import Field, model_validator
 from channels.rng import torch_generator
 from fedsim.workloads.base import LrFn, Workload, WorkloadConfig
 from fedsim.workloads.latency.live import measure_archs
-from fedsim.workloads.latency.metrics import ranking_metrics
+from fedsim.workloads.latency.metrics import mape_optimal_scale, ranking_metrics
 from fedsim.workloads.latency.space import KERNELS, LAYERS, NUM_ARCHS, PROFILES, layer_features
 from fedsim.workloads.latency.table import shipped_table
 
 _DT = torch.float32
 _NAMES = [p.name for p in PROFILES]
 _EMBED_KEY = "latency.embed"
+_FLOPS_ORDER = np.argsort(layer_features(np.arange(NUM_ARCHS))["flops"], kind="stable")  # [A]
 
 
 class LatencyPredictorConfig(WorkloadConfig):
@@ -58,11 +65,19 @@ class LatencyPredictorConfig(WorkloadConfig):
     source: Literal["table", "live"] = Field(
         "table", description="table: latencies from the shipped table; live: measure them now (slow)")
     hidden: int = Field(32, ge=1, description="width of the MLP's two hidden layers")
+    activation: Literal["relu", "tanh"] = Field(
+        "relu", description="the MLP's hidden activation (tanh saturates: slow devices are out of its reach)")
     embed_dim: int = Field(6, ge=1, description="E, size of the device embedding (UE-local)")
     embed_lr_scale: float = Field(5.0, gt=0, description="the embedding's SGD step is this times lr")
     batch_size: int = Field(0, ge=0, description="measurements per local step (0 = all)")
     adapt_shots: int = Field(10, ge=1, le=NUM_ARCHS - 2, description="measurements the held-out device adapts on")
     adapt_steps: int = Field(200, ge=0, description="Adam steps fitting the held-out device's embedding")
+    adapt_choice: Literal["flops-strata", "random"] = Field(
+        "flops-strata", description="which architectures the held-out device measures: one per equal-count "
+                                    "FLOPs stratum, or uniformly at random")
+    adapt_scale: Literal["mape", "log"] = Field(
+        "mape", description="held-out device's final scale: mape = the MAPE-optimal one on its shots "
+                            "(a weighted median); log = the offset of the log-error fit")
 
     @model_validator(mode="after")
     def _check(self) -> LatencyPredictorConfig:
@@ -88,6 +103,20 @@ def arch_features(index: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.concatenate([scalars, kern, pos], -1), dtype=_DT)
 
 
+def adapt_split(seed: int, shots: int, choice: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out device's ``shots`` adaptation architectures and the rest (its test set), from a
+    permutation of stream ``"adapt"``: its first ``shots`` (``random``), or, in each of ``shots``
+    equal-count strata of the architectures sorted by FLOPs, the one that comes first in it
+    (``flops-strata``)."""
+    perm = torch.randperm(NUM_ARCHS, generator=torch_generator(seed, "adapt"))
+    if choice == "random":
+        return perm[:shots], perm[shots:]
+    position = torch.empty(NUM_ARCHS, dtype=torch.long)
+    position[perm] = torch.arange(NUM_ARCHS)
+    adapt = torch.stack([torch.as_tensor(s)[position[s].argmin()] for s in np.array_split(_FLOPS_ORDER, shots)])
+    return adapt, perm[~torch.isin(perm, adapt)]
+
+
 class LatencyPredictor(Workload):
     """See the module docstring."""
 
@@ -107,8 +136,7 @@ class LatencyPredictor(Workload):
         self.ue_archs = [torch.randperm(NUM_ARCHS, generator=torch_generator(seed, "data", 0, n))[: cfg.measurements]
                          for n in range(cfg.num_ues)]
         self.ue_ms = [self._latency(p, a) for p, a in zip(self.ue_profile, self.ue_archs, strict=True)]
-        perm = torch.randperm(NUM_ARCHS, generator=torch_generator(seed, "adapt"))
-        self.adapt_archs, self.test_archs = perm[: cfg.adapt_shots], perm[cfg.adapt_shots:]
+        self.adapt_archs, self.test_archs = adapt_split(seed, cfg.adapt_shots, cfg.adapt_choice)
         self.holdout_ms = torch.as_tensor(shipped_table().row(cfg.holdout_profile), dtype=_DT)
         if cfg.source == "live":
             self.holdout_ms = self.holdout_ms.clone()
@@ -129,7 +157,8 @@ class LatencyPredictor(Workload):
         v = self.views(w)
         phi = self.features[archs]  # [A, L, F]
         x = torch.cat([phi, embed.expand(*phi.shape[:2], -1)], -1)
-        h = torch.tanh(torch.tanh(x @ v["w1"].T + v["b1"]) @ v["w2"].T + v["b2"])
+        act = torch.relu if self.cfg.activation == "relu" else torch.tanh
+        h = act(act(x @ v["w1"].T + v["b1"]) @ v["w2"].T + v["b2"])
         log_layers = (h @ v["w3"].T + v["b3"]).squeeze(-1)  # [A, L]
         log_t0 = (embed @ v["u"] + v["b0"]).expand(len(archs), 1)
         return torch.logsumexp(torch.cat([log_t0, log_layers], 1), dim=1)
@@ -187,7 +216,8 @@ class LatencyPredictor(Workload):
     # -- evaluation --------------------------------------------------------------------------
     def adapt_embedding(self, w: torch.Tensor, archs: torch.Tensor, ms: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The embedding of a new device and a log-scale offset c (prediction × e^c), fitted to its
-        measurements ``ms`` of ``archs`` with the shared weights frozen."""
+        measurements ``ms`` of ``archs`` with the shared weights frozen; with ``adapt_scale = "mape"``
+        c is then moved to the MAPE-optimal scale on those measurements."""
         w = w.detach().to(_DT)
         embed = torch.zeros(self.cfg.embed_dim + 1, dtype=_DT, requires_grad=True)
         opt = torch.optim.Adam([embed], lr=0.05)
@@ -195,8 +225,13 @@ class LatencyPredictor(Workload):
             opt.zero_grad()
             (self.predict_log_ms(w, embed[:-1], archs) + embed[-1] - ms.log()).pow(2).mean().backward()
             opt.step()
-        embed = embed.detach()
-        return embed[:-1], float(embed[-1])
+        embed, offset = embed.detach()[:-1], float(embed.detach()[-1])
+        if self.cfg.adapt_scale == "mape":
+            with torch.no_grad():
+                pred = (self.predict_log_ms(w, embed, archs) + offset).exp()
+            if bool(torch.isfinite(pred).all() & (pred > 0).all()):  # else evaluate shows the overflow (MAPE inf)
+                offset += math.log(mape_optimal_scale(pred.double().numpy(), ms.double().numpy()))
+        return embed, offset
 
     def evaluate(self, w: torch.Tensor) -> dict[str, float]:
         """Held-out device: ``loss`` (mean squared log error), ``kendall``, ``spearman``, ``mape``
