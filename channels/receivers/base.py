@@ -120,10 +120,11 @@ class Receiver:
             return empty_result(V, active, dropouts, self.per_ue)
         w = qa / qa.sum()  # weights renormalised over active UEs
         # u_n = N_act·w_n·v_n is what UE n puts on air (u_n = v_n for equal weights)
-        u_norm_sq = torch.linalg.vector_norm(V, dim=1).square().cpu() * (n_act * w) ** 2
+        # in float64: a float32 payload whose entries are finite can still overflow ‖v‖² (then ρ = 0)
+        u_norm_sq = torch.linalg.vector_norm(V, dim=1, dtype=torch.float64).square().cpu() * (n_act * w) ** 2
         rho = compute_rho(c.rho, c.power, c.h_th, u_norm_sq[active], (amp2 * u_norm_sq)[active])
         gain = n_act * math.sqrt(rho) * parts.mu
-        energy = rho * amp2 * u_norm_sq
+        energy = rho * (amp2 * u_norm_sq)  # float64 (u_norm_sq is): a tiny ρ times float32 amp2 would underflow
         signal = self.superpose(V, w, a)
         noise = self.noise(parts, gain, seed, round, n, d, V.dtype, V.device)
         return ChannelResult(

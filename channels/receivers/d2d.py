@@ -45,7 +45,8 @@ class D2DReceiver(Receiver):
         if not bool((total > 0).any()):
             return empty_result(V, available.clone(), dropouts, True)
         W = qa / total.clamp_min(torch.finfo(qa.dtype).tiny)
-        u_norm_sq = torch.linalg.vector_norm(V, dim=1).square().cpu().unsqueeze(1) * (n_act * W) ** 2
+        norm = torch.linalg.vector_norm(V, dim=1, dtype=torch.float64)  # float64: see Receiver.receive
+        u_norm_sq = norm.square().cpu().unsqueeze(1) * (n_act * W) ** 2
         sent = links & ~own  # own vectors are added locally, not transmitted
         energy_unit = torch.where(sent, amp2 * u_norm_sq, torch.zeros_like(u_norm_sq))
         rho = compute_rho_slots(c.rho, c.power, c.h_th, u_norm_sq, energy_unit, sent)

@@ -238,3 +238,23 @@ def test_server_noise_has_the_declared_law(interference, ref) -> None:
     x = res.estimate.numpy()
     assert stats.kstest(x, ref(c_eff).cdf).pvalue > 1e-3
     assert stats.kstest(x, ref(1.2 * c_eff).cdf).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("receiver", ["server", "relay", "d2d", "digital"])
+def test_a_float32_payload_whose_squared_norm_overflows_is_still_received(receiver: str) -> None:
+    """Entries of 1e20 are finite in float32, their squared norm (1e42) is not: ρ and the energy
+    come from the float64 norm, P / max‖v‖² by hand, not 0 (which divided by zero), and under
+    ρ = "full" the UE that needs the most energy spends exactly P (ρ·‖v‖² would underflow in float32)."""
+    v = torch.full((4, 100), 1e20, dtype=torch.float32)
+    v[1] *= 0.5
+    pc = "phase" if receiver == "d2d" else "inversion"
+    res = channel(receiver, power_control=pc, rho="full", power=2.0, interference="gaussian",
+                  scale=1.0).transmit(v, seed=0, round=0)
+    norm_sq = 100 * 1e40  # the largest ‖v_n‖², in float64 arithmetic
+    if receiver == "digital":
+        assert res.tx_energy == pytest.approx((4 * 0.25) ** 2 * norm_sq * (3 + 0.25), rel=1e-6)
+    else:
+        assert res.tx_energy_max == pytest.approx(1.0, rel=1e-6)
+    if receiver in ("server", "relay"):
+        assert res.rho == pytest.approx(2.0 / norm_sq, rel=1e-6)
+        assert res.gain > 0
