@@ -152,7 +152,9 @@ def _resume(path: Path, experiment: Path | None, overrides: list[str], quiet: bo
 def _report(run_dir: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     final = summary.get("final", {})
-    shown = ", ".join(f"{k}={final[k]:.4g}" for k in ("loss", "accuracy", "gap") if k in final)
+    # metrics.jsonl writes a non-finite value as null (a diverged run's last loss, for one)
+    shown = ", ".join(f"{k}={'non-finite' if final[k] is None else format(final[k], '.4g')}"
+                      for k in ("loss", "accuracy", "gap") if k in final)
     typer.echo(
         f"{summary['status']}: {summary['rounds']} rounds in {summary['wall_s']:.1f} s; {shown}"
     )

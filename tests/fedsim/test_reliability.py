@@ -398,3 +398,14 @@ def test_two_runs_started_together_get_distinct_dirs(tmp_path: Path) -> None:
     assert len(set(paths)) == 4
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 4
     assert all((Path(p) / "checkpoints").is_dir() for p in paths)
+
+
+def test_the_cli_reports_a_run_whose_last_loss_is_not_finite(tmp_path: Path, capsys) -> None:
+    """metrics.jsonl and summary.json write a non-finite loss as null; the report line says so
+    instead of failing to format it."""
+    from fedsim.cli import _report
+
+    summary = {"status": "diverged", "rounds": 20, "wall_s": 3.25, "final": {"loss": None, "accuracy": 0.5}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    _report(tmp_path)
+    assert capsys.readouterr().out.splitlines()[0] == "diverged: 20 rounds in 3.2 s; loss=non-finite, accuracy=0.5"
