@@ -27,7 +27,14 @@ ARMS = {  # name -> overrides
     "ota-gauss-40dB": ["strategy.name='server-ota'", "channel.interference='gaussian'", "channel.gsnr_db=40.0"],
     "ota-sas1.5-40dB": ["strategy.name='server-ota'", "channel.interference={name='sas', alpha=1.5}",
                         "channel.gsnr_db=40.0"],
-}  # analog arms at the experiment's 20 dB unless named
+    "relay": ["strategy.name='serverfree-relay'", "channel.interference='gaussian'"],
+    "relay-40dB": ["strategy.name='serverfree-relay'", "channel.interference='gaussian'", "channel.gsnr_db=40.0"],
+    "digital-r0.8": ["strategy.name='server-digital'", "workload.pooling_ratio=0.8"],
+    "digital-cuneiform": ["strategy.name='server-digital'", "workload.dataset='cuneiform'"],
+}  # analog arms at the experiment's 20 dB unless named; "digital*" arms run both poolings on every fold
+
+
+OPTIONAL = ("relay", "relay-40dB", "digital-r0.8", "digital-cuneiform")  # run only when named with --arms
 
 
 def one(job: tuple[str, bool, int, int, int, str]) -> dict:
@@ -54,9 +61,11 @@ def one(job: tuple[str, bool, int, int, int, str]) -> dict:
     from fedsim.workloads import build_workload
 
     wl = build_workload(cfg.workload, seed)
-    struct = [(sorted(k), sorted(e)) for k, e in wl.pooled_structure(res["final_model"])]
+    # server-free: "accuracy" is the median over the UE-held models; the structure is UE 0's model's
+    model = res["final_model"] if "final_model" in res else res["final_models"][0]
+    struct = [(sorted(k), sorted(e)) for k, e in wl.pooled_structure(model)]
     return {"arm": arm, "sl": sl, "fold": fold, "seed": seed, "rounds": rounds, "readout": readout,
-            "accuracy": last["accuracy"],
+            "accuracy": last["accuracy"], "avg_accuracy": last.get("avg_accuracy"),
             "loss": last["loss"], "seconds": seconds, "structure": struct}
 
 
@@ -66,14 +75,17 @@ def key(r: dict) -> tuple:
     return r["arm"], r["sl"], r["fold"], r["seed"], r.get("rounds", 40), r.get("readout", "max-mean")
 
 
-def run(folds: int, channel_folds: int, seeds: list[int], workers: int, rounds: int, readout: str) -> None:
-    """Digital FedAvg with and without structure learning on ``folds`` folds; the analog arms (with
+def run(folds: int, channel_folds: int, seeds: list[int], workers: int, rounds: int, readout: str,
+        arms: list[str]) -> None:
+    """The digital arms with and without structure learning on ``folds`` folds; the analog arms (with
     structure learning) on the first ``channel_folds``. Rows already in the output are kept."""
     rows = json.loads(OUT.read_text()) if OUT.exists() else []
     done = {key(r) for r in rows}
-    jobs = [("digital", sl, f, s, rounds, readout) for s in seeds for f in range(folds) for sl in (True, False)]
-    jobs += [(a, True, f, s, rounds, readout) for s in seeds for f in range(channel_folds) for a in ARMS
-             if a != "digital"]
+    digital = [a for a in arms if a.startswith("digital")]
+    jobs = [(a, sl, f, s, rounds, readout) for a in digital for s in seeds for f in range(folds)
+            for sl in (True, False)]
+    jobs += [(a, True, f, s, rounds, readout) for s in seeds for f in range(channel_folds) for a in arms
+             if a not in digital]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         for r in pool.imap_unordered(one, [j for j in jobs if j not in done]):
             rows.append(r)
@@ -114,14 +126,15 @@ def plot() -> None:
     found = groups(json.loads(OUT.read_text()))
     labels = [f"{arm}\n{'HGP-SL' if sl else 'top-k'}\nR={rounds}\n{ro}" for arm, sl, rounds, ro, _ in found]
     accs = [[r["accuracy"] for r in sel] for *_, sel in found]
-    fig, ax = plt.subplots(figsize=(11, 3.8))
+    fig, ax = plt.subplots(figsize=(14, 3.8))
     ax.boxplot(accs, showmeans=True)
     ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=6)
     for i, acc in enumerate(accs, 1):
         ax.scatter(np.full(len(acc), i) + np.linspace(-0.12, 0.12, len(acc)), acc, s=8, alpha=0.6)
     ax.axhline(0.82, ls="--", lw=0.8, color="grey")
     ax.set_ylabel("test-fold accuracy")
-    ax.set_title("MUTAG, 10 UEs, one point per test fold and seed; triangles: means; dashed: 0.82", fontsize=9)
+    ax.set_title("10 UEs, one point per test fold and seed; MUTAG except the cuneiform arms (30 classes); "
+                 "server-free: median UE-held model; triangles: means; dashed: 0.82", fontsize=9)
     fig.tight_layout()
     fig.savefig(HERE / "graph_hgpsl.png", dpi=120)
 
@@ -135,7 +148,7 @@ def table() -> None:
         acc = np.array([r["accuracy"] for r in sel])
         keys = [key(r)[2:] for r in sel]
         ch = [changes(digital[k]["structure"], r["structure"]) for k, r in zip(keys, sel, strict=True)
-              if sl and arm != "digital" and k in digital]
+              if sl and not arm.startswith("digital") and k in digital]
         ref = np.mean([digital[k]["accuracy"] for k in keys if k in digital]) if ch else None
         kept = f"{np.mean([c[0] for c in ch]):.3f}" if ch else "-"
         edge = f"{np.mean([c[1] for c in ch]):.3f}" if ch else "-"
@@ -153,8 +166,9 @@ if __name__ == "__main__":
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--readout", choices=["max-mean", "max-sum"], default="max-sum")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=[a for a in ARMS if a not in OPTIONAL])
     a = p.parse_args()
     if a.what == "run":
-        run(a.folds, a.channel_folds, a.seeds, a.workers, a.rounds, a.readout)
+        run(a.folds, a.channel_folds, a.seeds, a.workers, a.rounds, a.readout, a.arms)
     else:
         plot() if a.what == "plot" else table()
