@@ -125,10 +125,11 @@ def _run_method(spec: SearchSpec, bench: Benchmark, method: str, seed: int, trac
 
 class _Trace:
     """The ``evaluate`` a method calls: numbers its evaluations, answers replayed ones from the
-    record, answers a candidate this trace has already run (same config and fidelity, not failed)
-    from that run, since a run of the same experiment gives the same numbers (recorded with
-    ``reused_from`` and cost 0), runs the rest as one batch, sends each value through the reward
-    link, and appends the records. Returns the rewards the method sees (larger is better)."""
+    record, answers a candidate this trace has already run (same config and fidelity; from an
+    earlier batch only if that run did not fail) from that run, since a run of the same experiment
+    gives the same numbers (recorded with ``reused_from`` and cost 0), runs the rest as one batch,
+    sends each value through the reward link, and appends the records. Returns the rewards the
+    method sees (larger is better)."""
 
     def __init__(self, spec: SearchSpec, bench: Benchmark, link: RewardLink, method: str, seed: int,
                  folder: Path, cache: dict[tuple[str, int, int], dict[str, Any]], hook: Hook | None) -> None:
