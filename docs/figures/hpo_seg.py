@@ -4,7 +4,8 @@
     python docs/figures/hpo_seg.py table                     # the rows of the page
     python docs/figures/hpo_seg.py figure                    # docs/figures/hpo_seg.png
 
-``run`` goes through the (method, seed) traces of docs/examples/hpo_seg_budget.toml one at a time:
+``run`` goes through the (method, seed) traces of docs/examples/hpo_seg_budget.toml one at a time
+(two ``run`` processes with different ``--methods`` may run side by side):
 a ``fedsim search`` of that one trace (its candidates one after another, inline engine), then a
 ``fedsim run`` of the trace's incumbent (the candidate with the best reward, first on ties) at the
 base's full fidelity (20 UEs, 30 rounds). Every child runs with one torch thread; the CPU time of
@@ -44,6 +45,19 @@ def _child(cmd: list[str], nice: int) -> tuple[float, float]:
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
+
+
+def _append(trace: dict, spec: str) -> None:
+    """Add ``trace`` to the JSON under a lock, re-reading it first: two ``run`` processes (say, one
+    per method) can share the file."""
+    import fcntl
+
+    with open(RUNS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = _load()
+        data["spec"] = spec
+        data["traces"].append(trace)
+        RUNS.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
 def _load() -> dict:
@@ -86,14 +100,15 @@ def run(out: Path, seeds: list[int], methods: list[str], nice: int) -> None:
                         **{k: round(final[k], 4) for k in ("dice", "dice_lv", "dice_myo", "dice_rv")},
                         "reused": False}
                 full_cache[key] = full
-            data["traces"].append({
+            trace = {
                 "method": method, "seed": seed, "evaluations": len(recs), "folder": folder.name,
                 "search_cpu_s": round(cpu, 1), "search_wall_s": round(wall, 1),
                 "candidates": [{"config": r["config"], "dice": round(r["value"], 4),
                                 "reward": round(r["reward"], 4)} for r in recs],
                 "incumbent": {**full, "n": best, "screen_dice": round(inc["value"], 4),
-                              "screen_reward": round(inc["reward"], 4)}})
-            RUNS.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+                              "screen_reward": round(inc["reward"], 4)}}
+            data["traces"].append(trace)
+            _append(trace, data["spec"])
             print(f"{method} s{seed}: search {cpu / 60:.1f} CPU-min, incumbent {inc['config']} "
                   f"full Dice {full['dice']:.3f} (myo {full['dice_myo']:.3f}), "
                   f"total {(cpu + full['cpu_s']) / 60:.1f} CPU-min", flush=True)
