@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fedsim.search import run_search, spec_from_data
 from fedsim.search.driver import CANDIDATES
 from fedsim.search.tabular import TabularBenchmark, load_table
@@ -73,3 +75,24 @@ def test_a_repeat_of_a_run_before_a_kill_is_answered_from_the_record_after_resum
     assert len(_records(cut)) == k
     resumed = _records(run_search(None, resume=cut, plot=False))
     assert resumed == whole
+
+
+def test_a_repeat_carries_the_ues_own_rewards_of_its_source(tmp_path, monkeypatch):
+    """With per-UE rewards (reward.source = "ue-validation" in live mode) a repeat is rewarded from
+    the source's per-UE values, not from the pooled value: Σ q_k r_k by hand."""
+    original = TabularBenchmark.evaluate
+
+    def with_ue_values(self, batch, tag="batch"):
+        out = original(self, batch, tag)
+        return [{**r, "ue_values": [r["value"], r["value"] - 0.1], "ue_weights": [1.0, 3.0]}
+                if r["value"] is not None else r for r in out]
+
+    monkeypatch.setattr(TabularBenchmark, "evaluate", with_ue_values)
+    spec = spec_from_data({"name": "t", "mode": "tabular", "methods": ["rl"], "budget": 32, "seeds": [0],
+                           "rl": {"p": 4}})
+    recs = _records(run_search(spec, tmp_path, plot=False))
+    repeats = [r for r in recs if r["reused_from"] is not None and r["reused_from"] // 4 != r["n"] // 4]
+    assert repeats  # repeats of an earlier batch: answered from the record on file
+    for r in recs:
+        if not r["failed"]:
+            assert r["reward_exact"] == pytest.approx((r["value"] + 3 * (r["value"] - 0.1)) / 4, abs=1e-12)
