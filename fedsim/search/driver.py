@@ -152,38 +152,31 @@ class _Trace:
         source, runs = self._plan(batch, first)
         if any(key not in self.cache for key in keys):
             fresh = self.bench.evaluate([batch[i] for i in runs], tag=f"{self.method}-s{self.seed}-e{first:04d}")
-            results = dict(zip(runs, fresh, strict=True))
+            results = {first + i: res for i, res in zip(runs, fresh, strict=True)}
             for i, key in enumerate(keys):
-                if key in self.cache:
-                    continue
-                if source[i] >= 0:
-                    self._record(key, batch[i], results[source[i]], None if source[i] == i else first + source[i])
-                else:
-                    earlier = -1 - source[i]
-                    self._record(key, batch[i], _as_result(self.cache[(key[0], key[1], earlier)]), earlier)
+                if key not in self.cache:
+                    n = source[i]
+                    res = results[n] if n >= first else _as_result(self.cache[(self.method, self.seed, n)])
+                    self._record(key, batch[i], res, None if n == key[2] else n)
         for i, key in enumerate(keys):
-            if source[i] == i and not self.cache[key]["failed"]:
-                self.ran.setdefault(_candidate_key(batch[i]), key[2])
+            if source[i] == key[2] and not self.cache[key]["failed"]:
+                self.ran[_candidate_key(batch[i])] = key[2]
         self.n += len(batch)
         recs = [self.cache[key] for key in keys]
         self.cum_cost = recs[-1]["cum_cost"] if recs else self.cum_cost
         return [float(r["reward"]) if self.spec.maximize else -float(r["reward"]) for r in recs]
 
     def _plan(self, batch: list[tuple[dict[str, Any], dict[str, Any]]], first: int) -> tuple[list[int], list[int]]:
-        """``source[i]``: the batch index whose run answers evaluation i (i itself, an earlier
-        index of the same candidate, or ``-1 - n`` for this trace's earlier evaluation n); ``runs``:
-        the batch indices that run, in order."""
-        source, runs, seen = [], [], {}
+        """``source[i]``: the evaluation whose run answers evaluation ``first + i`` (itself, an
+        earlier one of this batch, or one of an earlier batch that did not fail); ``runs``: the batch
+        indices that run, in order."""
+        source, runs, seen = [], [], dict(self.ran)
         for i, cand in enumerate(batch):
             ck = _candidate_key(cand)
-            if ck in self.ran:
-                source.append(-1 - self.ran[ck])
-            elif ck in seen:
-                source.append(seen[ck])
-            else:
-                seen[ck] = i
-                source.append(i)
+            if ck not in seen:
+                seen[ck] = first + i
                 runs.append(i)
+            source.append(seen[ck])
         return source, runs
 
     def _record(self, key: tuple[str, int, int], cand: tuple[dict[str, Any], dict[str, Any]],
