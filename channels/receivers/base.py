@@ -17,6 +17,12 @@ from channels.receivers.noise import Noise, Parts, draw_links, snr_db
 from channels.result import ChannelResult, empty_result
 
 
+def payload_norm_sq(V: torch.Tensor) -> torch.Tensor:
+    """``‖v_n‖²`` of every row of ``V [N, d]``, in float64: a float32 payload whose entries are
+    finite can still overflow its squared norm, which would make ρ = 0."""
+    return torch.linalg.vector_norm(V, dim=1, dtype=torch.float64).square()
+
+
 class Receiver:
     """An analog over-the-air receiver with one receive point (override :meth:`receive` for
     anything else).
@@ -120,8 +126,7 @@ class Receiver:
             return empty_result(V, active, dropouts, self.per_ue)
         w = qa / qa.sum()  # weights renormalised over active UEs
         # u_n = N_act·w_n·v_n is what UE n puts on air (u_n = v_n for equal weights)
-        # in float64: a float32 payload whose entries are finite can still overflow ‖v‖² (then ρ = 0)
-        u_norm_sq = torch.linalg.vector_norm(V, dim=1, dtype=torch.float64).square().cpu() * (n_act * w) ** 2
+        u_norm_sq = payload_norm_sq(V).cpu() * (n_act * w) ** 2
         rho = compute_rho(c.rho, c.power, c.h_th, u_norm_sq[active], (amp2 * u_norm_sq)[active])
         gain = n_act * math.sqrt(rho) * parts.mu
         energy = rho * (amp2 * u_norm_sq)  # float64 (u_norm_sq is): a tiny ρ times float32 amp2 would underflow

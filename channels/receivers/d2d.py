@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from channels.power.rho import compute_rho_slots
-from channels.receivers.base import Receiver
+from channels.receivers.base import Receiver, payload_norm_sq
 from channels.receivers.noise import Noise, Parts, draw_links, snr_db
 from channels.result import ChannelResult, empty_result
 
@@ -45,8 +45,7 @@ class D2DReceiver(Receiver):
         if not bool((total > 0).any()):
             return empty_result(V, available.clone(), dropouts, True)
         W = qa / total.clamp_min(torch.finfo(qa.dtype).tiny)
-        norm = torch.linalg.vector_norm(V, dim=1, dtype=torch.float64)  # float64: see Receiver.receive
-        u_norm_sq = norm.square().cpu().unsqueeze(1) * (n_act * W) ** 2
+        u_norm_sq = payload_norm_sq(V).cpu().unsqueeze(1) * (n_act * W) ** 2
         sent = links & ~own  # own vectors are added locally, not transmitted
         energy_unit = torch.where(sent, amp2 * u_norm_sq, torch.zeros_like(u_norm_sq))
         rho = compute_rho_slots(c.rho, c.power, c.h_th, u_norm_sq, energy_unit, sent)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from channels.quantize import stochastic_quantize
-from channels.receivers.base import Parts, Receiver
+from channels.receivers.base import Parts, Receiver, payload_norm_sq
 from channels.result import ChannelResult, empty_result
 from channels.rng import torch_generator
 
@@ -37,7 +37,7 @@ class DigitalReceiver(Receiver):
         else:
             estimate = w @ stochastic_quantize(V, bits, torch_generator(seed, "quantization", round))
             noise = estimate - exact
-        u_norm_sq = torch.linalg.vector_norm(V, dim=1, dtype=torch.float64).square() * (n_act * w) ** 2
+        u_norm_sq = payload_norm_sq(V) * (n_act * w) ** 2
         return ChannelResult(estimate=estimate, active=available.clone(), dropouts=0, noise_scale=0.0,
                              tx_energy=float(u_norm_sq.sum()), noise=noise, rho=1.0, gain=float(n_act),
                              n_active=n_act)
