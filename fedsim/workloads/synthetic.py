@@ -244,8 +244,8 @@ class SyntheticLogreg(Workload):
         ``train_loss`` = f(w); ``gap`` = f(w) - f*; ``dist`` = ||w - w*||.
         """
         ws = ws.to(_DT)
-        test_ce, test_acc = _ce_many(ws, self.x_test, self.y_test, xty=self.xty("test"))
-        train_ce, _ = _ce_many(ws, self.x_train, self.y_train, with_accuracy=False, xty=self.xty("train"))
+        test_ce, test_acc = _ce_many(ws, self.x_test, self.y_test, True, self.xty("test"))
+        train_ce, _ = _ce_many(ws, self.x_train, self.y_train, False, self.xty("train"))
         f = train_ce + 0.5 * self.l2 * (ws * ws).sum(1)
         dist = (ws - self.w_star).norm(dim=1)
         return [
@@ -332,14 +332,13 @@ def _ce_many(
     """Mean CE ``[M]`` and accuracy ``[M]`` (or None) of models ``ws [M, 610]`` on
     ``(x [R, 61], y [R])``; ``xty`` is ``_xty(x, y)`` when the caller has it cached.
 
-    Cost O(M R C); the R*M*C exponentials of the log-sum-exp dominate. The picked logits
+    Cost O(M R C); the GEMM and the R*M*C exponentials dominate. The picked logits
     sum_r x_r^T W[:, y_r] are summed in closed form as <W, X^T onehot(Y)>. The logits are made
-    ``_MODELS_PER_GEMM`` models at a time, in blocks of rows of at most ``_BLOCK_LOGITS`` elements
-    on CPU (``_CHUNK_LOGITS`` elsewhere): on CPU the small blocks stay in cache, and one GEMM serves
-    several models per pass over ``x``; at 10,000 UEs (R = 1.8 M) this halves the cost against
-    full-height logits per model. The block sums make the mean CE differ from one full-height
-    reduction in the last bits (~1e-16 relative); the accuracy is an exact count either way.
-    """
+    ``_MODELS_PER_GEMM`` models at a time as ``[models, classes, rows]``, in blocks of rows of at
+    most ``_BLOCK_LOGITS`` elements on CPU (``_CHUNK_LOGITS`` elsewhere), so that a block stays in
+    cache; the log-sum-exp and the accuracy work in place on contiguous rows. Block sums make the
+    mean CE differ from one full-height reduction in the last bits (~1e-16 relative); the accuracy
+    is an exact count with ``argmax``'s tie rule."""
     m_all, r = ws.shape[0], x.shape[0]
     wm = ws.reshape(m_all, NUM_FEATURES + 1, NUM_CLASSES)
     xty = _xty(x, y) if xty is None else xty
@@ -349,14 +348,33 @@ def _ce_many(
     block = _BLOCK_LOGITS if x.device.type == "cpu" else _CHUNK_LOGITS
     for s in range(0, m_all, _MODELS_PER_GEMM):
         chunk = wm[s : s + _MODELS_PER_GEMM]
-        cols = chunk.permute(1, 0, 2).reshape(x.shape[1], -1)  # [61, m*10]: one GEMM for m models
-        rows = max(1, block // cols.shape[1])
+        rows_t = chunk.transpose(1, 2).reshape(len(chunk) * NUM_CLASSES, -1)  # [m*10, 61]: one GEMM
+        rows = max(1, block // rows_t.shape[0])
         for a in range(0, r, rows):
-            logits = (x[a : a + rows] @ cols).view(-1, len(chunk), NUM_CLASSES)
-            lse[s : s + len(chunk)] += torch.logsumexp(logits, -1).sum(0)
-            if with_accuracy:
-                hits[s : s + len(chunk)] += (logits.argmax(-1) == y[a : a + rows].unsqueeze(1)).sum(0)
+            logits = (rows_t @ x[a : a + rows].T).view(len(chunk), NUM_CLASSES, -1)
+            part, hit = _lse_and_hits(logits, y[a : a + rows], with_accuracy)
+            lse[s : s + len(chunk)] += part
+            hits[s : s + len(chunk)] += hit
     return lse / r - picked, (hits.to(_DT) / r if with_accuracy else None)
+
+
+def _lse_and_hits(logits: torch.Tensor, y: torch.Tensor, with_accuracy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per model, the summed log-sum-exp over classes of ``logits [m, C, R]`` (overwritten) and the
+    rows whose ``argmax`` over classes is ``y`` (0 without ``with_accuracy``).
+
+    Hits are counted by comparisons: the true class's logit is at least every other and above those
+    of smaller classes (argmax's first-index tie rule). A block with a non-finite row maximum takes
+    ``torch.logsumexp`` and ``argmax``, whose rules for inf and NaN the comparisons do not share."""
+    top = logits.amax(1, keepdim=True)
+    if not bool(torch.isfinite(top).all()):
+        hit = (logits.transpose(1, 2).argmax(-1) == y).sum(1) if with_accuracy else 0
+        return torch.logsumexp(logits, 1).sum(1), hit
+    hit = 0
+    if with_accuracy:
+        true = logits.gather(1, y.view(1, 1, -1).expand(len(logits), 1, -1))
+        before = torch.arange(NUM_CLASSES, device=y.device).view(1, -1, 1) < y.view(1, 1, -1)
+        hit = ((logits < true) | ((logits == true) & ~before)).all(1).sum(1)
+    return logits.sub_(top).exp_().sum(1).log_().add_(top.squeeze(1)).sum(1), hit
 
 
 def _xty(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
