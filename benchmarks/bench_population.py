@@ -46,7 +46,7 @@ from fedsim.config import ExperimentConfig, validate  # noqa: E402
 from fedsim.runner import run_experiment  # noqa: E402
 from fedsim.runtime.recorder import Recorder  # noqa: E402
 from fedsim.workloads import build_workload  # noqa: E402
-from fedsim.workloads.synthetic import _ce_many  # noqa: E402
+from fedsim.workloads.synthetic_ce import ce_many  # noqa: E402
 
 GRID_UE_ROUNDS = 240 * 20 * 100  # grid_240: 240 runs of 20 UEs x 100 rounds
 
@@ -86,7 +86,7 @@ def plain_loop(cfg: ExperimentConfig, sigma: float = 1e-3) -> float:
             noise = torch.randn(s.shape, generator=gen, dtype=s.dtype, device=s.device)
             models[u].sub_(s + sigma * noise, alpha=eta)
         avg = sum(qu * m for qu, m in zip(q, models, strict=True))
-        float(_ce_many(avg.unsqueeze(0), wl.x_train, wl.y_train, with_accuracy=False, xty=xty)[0][0])
+        float(ce_many(avg.unsqueeze(0), wl.x_train, wl.y_train, with_accuracy=False, xty=xty)[0][0])
     return (time.perf_counter() - start) / cfg.rounds
 
 

@@ -21,24 +21,18 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from channels.rng import numpy_generator, torch_generator
 from fedsim.workloads.base import TheoryConstants, Workload, WorkloadConfig
+from fedsim.workloads.synthetic_ce import CHUNK_LOGITS, NUM_CLASSES, NUM_FEATURES, ce_many, x_t_onehot
 from fedsim.workloads.synthetic_optima import local_optima, minimise
 
-NUM_FEATURES = 60
-NUM_CLASSES = 10
 TRAIN_FRACTION = 0.9
 _DT = torch.float64
 _STD_X = np.arange(1, NUM_FEATURES + 1, dtype=np.float64) ** -0.6  # sqrt of j^-1.2
-# Elements (float64) per temporary in the batched paths, ~32 MB: the gathered minibatch
-# features in stochastic_grad_many and, off CPU, the blocks of logits in _ce_many.
-_CHUNK_LOGITS = 1 << 22
-# _ce_many on CPU: logits blocks of ~2 MB (cache-sized) and models per GEMM (see there).
-_BLOCK_LOGITS = 1 << 18
-_MODELS_PER_GEMM = 16
+# Elements (float64) per temporary of stochastic_grad_many's gathered minibatch features, ~32 MB.
+_CHUNK_LOGITS = CHUNK_LOGITS
 
 
 class SyntheticLogregConfig(WorkloadConfig):
@@ -149,6 +143,7 @@ class SyntheticLogreg(Workload):
         self.w_star, self.f_star = _minimise(self.x_train, self.y_train, self.l2)
         self._theory: TheoryConstants | None = None
         self._xty: dict[str, torch.Tensor] = {}
+        self._x_norm: dict[str, torch.Tensor] = {}
 
     # -- data access ----------------------------------------------------------------------
     def num_examples(self, ue: int) -> int:
@@ -224,7 +219,7 @@ class SyntheticLogreg(Workload):
     def objective(self, w: torch.Tensor) -> float:
         """f(w) = mean training CE over all UEs + (l2/2)||w||^2."""
         return float(
-            _ce_many(w.to(_DT).unsqueeze(0), self.x_train, self.y_train, False, self.xty("train"))[0][0]
+            ce_many(w.to(_DT).unsqueeze(0), self.x_train, self.y_train, False, *self._constants("train"))[0][0]
             + 0.5 * self.l2 * w.to(_DT).dot(w.to(_DT))
         )
 
@@ -232,7 +227,7 @@ class SyntheticLogreg(Workload):
         """f_n(w) for UE ``ue``."""
         x, y = self.ue_data(ue)
         w = w.to(_DT)
-        return float(_ce_many(w.unsqueeze(0), x, y)[0][0] + 0.5 * self.l2 * w.dot(w))
+        return float(ce_many(w.unsqueeze(0), x, y)[0][0] + 0.5 * self.l2 * w.dot(w))
 
     def evaluate(self, w: torch.Tensor) -> dict[str, float]:
         return self.evaluate_many(w.unsqueeze(0))[0]
@@ -244,8 +239,8 @@ class SyntheticLogreg(Workload):
         ``train_loss`` = f(w); ``gap`` = f(w) - f*; ``dist`` = ||w - w*||.
         """
         ws = ws.to(_DT)
-        test_ce, test_acc = _ce_many(ws, self.x_test, self.y_test, True, self.xty("test"))
-        train_ce, _ = _ce_many(ws, self.x_train, self.y_train, False, self.xty("train"))
+        test_ce, test_acc = ce_many(ws, self.x_test, self.y_test, True, *self._constants("test"))
+        train_ce, _ = ce_many(ws, self.x_train, self.y_train, False, *self._constants("train"))
         f = train_ce + 0.5 * self.l2 * (ws * ws).sum(1)
         dist = (ws - self.w_star).norm(dim=1)
         return [
@@ -261,12 +256,20 @@ class SyntheticLogreg(Workload):
 
     def xty(self, split: str) -> torch.Tensor:
         """``_xty`` of the pooled ``"train"`` or ``"test"`` split, cached (recomputed on the data's
-        device after ``to_device``, so that the value is the one ``_ce_many`` would compute there)."""
+        device after ``to_device``, so that the value is the one ``ce_many`` would compute there)."""
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
         cached = self._xty.get(split)
         if cached is None or cached.device != x.device:
-            cached = self._xty[split] = _xty(x, y)
+            cached = self._xty[split] = x_t_onehot(x, y)
         return cached
+
+    def _constants(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``xty(split)`` and the split's largest feature-row norm: the data constants of ``ce_many``."""
+        x = self.x_train if split == "train" else self.x_test
+        norm = self._x_norm.get(split)
+        if norm is None or norm.device != x.device:
+            norm = self._x_norm[split] = torch.linalg.vector_norm(x, dim=1).max()
+        return self.xty(split), norm
 
     def theory_constants(self) -> TheoryConstants:
         """mu = l2 (exact); L = max_n 0.5 lambda_max(X~_n^T X~_n / n) + l2 (bound); w*, f*
@@ -324,63 +327,6 @@ def _padded_rows(starts: list[int], sizes: list[int],
         idx[real] = torch.cat([idx[i, :n] if p is None else p + a
                                for i, (a, n, p) in enumerate(zip(starts, sizes, picks, strict=True))])
     return idx, real.to(_DT)
-
-
-def _ce_many(
-    ws: torch.Tensor, x: torch.Tensor, y: torch.Tensor, with_accuracy: bool = True, xty: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Mean CE ``[M]`` and accuracy ``[M]`` (or None) of models ``ws [M, 610]`` on
-    ``(x [R, 61], y [R])``; ``xty`` is ``_xty(x, y)`` when the caller has it cached.
-
-    Cost O(M R C); the GEMM and the R*M*C exponentials dominate. The picked logits
-    sum_r x_r^T W[:, y_r] are summed in closed form as <W, X^T onehot(Y)>. The logits are made
-    ``_MODELS_PER_GEMM`` models at a time as ``[models, classes, rows]``, in blocks of rows of at
-    most ``_BLOCK_LOGITS`` elements on CPU (``_CHUNK_LOGITS`` elsewhere), so that a block stays in
-    cache; the log-sum-exp and the accuracy work in place on contiguous rows. Block sums make the
-    mean CE differ from one full-height reduction in the last bits (~1e-16 relative); the accuracy
-    is an exact count with ``argmax``'s tie rule."""
-    m_all, r = ws.shape[0], x.shape[0]
-    wm = ws.reshape(m_all, NUM_FEATURES + 1, NUM_CLASSES)
-    xty = _xty(x, y) if xty is None else xty
-    picked = (wm * xty).sum((1, 2)) / r
-    lse = torch.zeros(m_all, dtype=_DT, device=ws.device)
-    hits = torch.zeros(m_all, dtype=torch.long, device=ws.device)
-    block = _BLOCK_LOGITS if x.device.type == "cpu" else _CHUNK_LOGITS
-    for s in range(0, m_all, _MODELS_PER_GEMM):
-        chunk = wm[s : s + _MODELS_PER_GEMM]
-        rows_t = chunk.transpose(1, 2).reshape(len(chunk) * NUM_CLASSES, -1)  # [m*10, 61]: one GEMM
-        rows = max(1, block // rows_t.shape[0])
-        for a in range(0, r, rows):
-            logits = (rows_t @ x[a : a + rows].T).view(len(chunk), NUM_CLASSES, -1)
-            part, hit = _lse_and_hits(logits, y[a : a + rows], with_accuracy)
-            lse[s : s + len(chunk)] += part
-            hits[s : s + len(chunk)] += hit
-    return lse / r - picked, (hits.to(_DT) / r if with_accuracy else None)
-
-
-def _lse_and_hits(logits: torch.Tensor, y: torch.Tensor, with_accuracy: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per model, the summed log-sum-exp over classes of ``logits [m, C, R]`` (overwritten) and the
-    rows whose ``argmax`` over classes is ``y`` (0 without ``with_accuracy``).
-
-    Hits are counted by comparisons: the true class's logit is at least every other and above those
-    of smaller classes (argmax's first-index tie rule). A block with a non-finite row maximum takes
-    ``torch.logsumexp`` and ``argmax``, whose rules for inf and NaN the comparisons do not share."""
-    top = logits.amax(1, keepdim=True)
-    if not bool(torch.isfinite(top).all()):
-        hit = (logits.transpose(1, 2).argmax(-1) == y).sum(1) if with_accuracy else 0
-        return torch.logsumexp(logits, 1).sum(1), hit
-    hit = 0
-    if with_accuracy:
-        true = logits.gather(1, y.view(1, 1, -1).expand(len(logits), 1, -1))
-        before = torch.arange(NUM_CLASSES, device=y.device).view(1, -1, 1) < y.view(1, 1, -1)
-        hit = ((logits < true) | ((logits == true) & ~before)).all(1).sum(1)
-    return logits.sub_(top).exp_().sum(1).log_().add_(top.squeeze(1)).sum(1), hit
-
-
-def _xty(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``X^T onehot(Y)`` ``[61, 10]``: a constant of the data set, and at 10,000 UEs costlier than
-    one model's logits (the one-hot is ``[R, 10]`` float64), hence cached by the workload."""
-    return x.T @ F.one_hot(y, NUM_CLASSES).to(_DT)
 
 
 def _grad(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, l2: float) -> torch.Tensor:

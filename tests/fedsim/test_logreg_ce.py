@@ -1,4 +1,4 @@
-"""``synthetic._ce_many``, the kernel behind every synthetic-logreg metric, against plain torch:
+"""``synthetic_ce.ce_many``, the kernel behind every synthetic-logreg metric, against plain torch:
 ``F.cross_entropy`` and ``argmax`` per model, over chunk and block boundaries, ties and
 non-finite models."""
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fedsim.workloads.synthetic import _BLOCK_LOGITS, _MODELS_PER_GEMM, NUM_CLASSES, NUM_FEATURES, _ce_many
+from fedsim.workloads.synthetic_ce import BLOCK_LOGITS, MODELS_PER_GEMM, NO_SHIFT, NUM_CLASSES, NUM_FEATURES, ce_many
 
 D64 = torch.float64
 
@@ -26,17 +26,22 @@ def _reference(ws: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[list
 
 
 def test_many_models_across_chunks_and_blocks():
-    models = 2 * _MODELS_PER_GEMM + 5
-    rows = 2 * (_BLOCK_LOGITS // (_MODELS_PER_GEMM * NUM_CLASSES)) + 7  # three row blocks
+    models = 2 * MODELS_PER_GEMM + 5
+    rows = 2 * (BLOCK_LOGITS // (MODELS_PER_GEMM * NUM_CLASSES)) + 7  # three row blocks
     x, y = _data(rows)
     g = torch.Generator().manual_seed(1)
     ws = torch.randn(models, NUM_CLASSES * (NUM_FEATURES + 1), generator=g, dtype=D64)
-    ws[3] *= 100.0  # logits in the hundreds: the shift must keep exp finite
-    ce, acc = _ce_many(ws, x, y)
+    ws[3] *= 100.0  # logits in the thousands: the shift must keep exp finite
+    aimed = ws[MODELS_PER_GEMM + 4].view(NUM_FEATURES + 1, NUM_CLASSES)
+    aimed[:, 2] = 800.0 * x[0] / x[0].dot(x[0])  # one class's logit on row 0 is 800, the others small
+    bound = x.norm(dim=1).max() * ws.view(models, NUM_FEATURES + 1, NUM_CLASSES).norm(dim=1).amax(1)
+    assert bound[3] > NO_SHIFT and bound[MODELS_PER_GEMM + 4] > NO_SHIFT  # chunks 0 and 1 shift
+    assert bool((bound[2 * MODELS_PER_GEMM :] < NO_SHIFT).all())  # chunk 2 does not: both paths run
+    ce, acc = ce_many(ws, x, y)
     ref_ce, ref_acc = _reference(ws, x, y)
     assert ce.tolist() == pytest.approx(ref_ce, rel=1e-12)
     assert acc.tolist() == ref_acc  # exact counts
-    assert _ce_many(ws, x, y, with_accuracy=False)[1] is None
+    assert ce_many(ws, x, y, with_accuracy=False)[1] is None
 
 
 def test_ties_follow_argmax_first_index():
@@ -49,7 +54,7 @@ def test_ties_follow_argmax_first_index():
     repeated[:, 5:] = repeated[:, :5]  # classes c and c + 5 always tie
     ws = torch.stack([torch.zeros(NUM_CLASSES * (NUM_FEATURES + 1), dtype=D64), repeated.reshape(-1),
                       cols.to(D64).reshape(-1)])
-    ce, acc = _ce_many(ws, x, y)
+    ce, acc = ce_many(ws, x, y)
     ref_ce, ref_acc = _reference(ws, x, y)
     assert acc.tolist() == ref_acc
     assert acc[0] == pytest.approx(float((y == 0).double().mean()))  # all tied: class 0 wins
@@ -62,7 +67,7 @@ def test_non_finite_models_keep_argmax_rules(bad):
     g = torch.Generator().manual_seed(5)
     ws = torch.randn(3, NUM_CLASSES * (NUM_FEATURES + 1), generator=g, dtype=D64)
     ws[1, 7] = bad  # one class weight: that class's logits are non-finite
-    ce, acc = _ce_many(ws, x, y)
+    ce, acc = ce_many(ws, x, y)
     ref_ce, ref_acc = _reference(ws, x, y)
     assert acc.tolist() == ref_acc
     assert not torch.isfinite(ce[1])

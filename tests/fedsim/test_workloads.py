@@ -238,7 +238,8 @@ def test_logreg_determinism():
 def test_logreg_pooled_data_is_the_per_ue_generator_stacked(iid):
     """The pooled arrays are written in place (no stacking copies): they must equal the per-UE
     draws of ``generate_synthetic`` split 90/10, stacked and augmented with a ones column."""
-    from fedsim.workloads.synthetic import TRAIN_FRACTION, _xty, generate_synthetic
+    from fedsim.workloads.synthetic import TRAIN_FRACTION, generate_synthetic
+    from fedsim.workloads.synthetic_ce import x_t_onehot
 
     cfg = SyntheticLogregConfig(num_ues=9, iid=iid, max_samples_per_ue=300)
     wl = SyntheticLogreg(cfg, 4)
@@ -251,7 +252,7 @@ def test_logreg_pooled_data_is_the_per_ue_generator_stacked(iid):
     assert wl.counts == cut and torch.equal(wl.x_train, train) and torch.equal(wl.x_test, test)
     assert torch.equal(wl.y_train, torch.from_numpy(np.concatenate([y[:c] for (_, y), c in pairs])))
     assert torch.equal(wl.y_test, torch.from_numpy(np.concatenate([y[c:] for (_, y), c in pairs])))
-    assert torch.equal(wl.xty("train"), _xty(wl.x_train, wl.y_train)) and wl.xty("test") is wl.xty("test")
+    assert torch.equal(wl.xty("train"), x_t_onehot(wl.x_train, wl.y_train)) and wl.xty("test") is wl.xty("test")
 
 
 def test_synthetic_iid_shares_one_model():
