@@ -33,6 +33,7 @@ import argparse
 import multiprocessing
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -194,12 +195,14 @@ def grid(device: str, flower_rounds: int) -> None:
     from fedsim.api import run
 
     cores = os.cpu_count() or 1
-    per_ue_round = plain_loop(relay_config(20, 100, device)) / 20
+    # one 20-UE loop run is half a second, and single runs vary by +-20 %: the median of seven
+    per_ue_round = statistics.median(plain_loop(relay_config(20, 100, device)) / 20 for _ in range(7))
     floor = per_ue_round * GRID_UE_ROUNDS / cores
     start = time.perf_counter()
     run("grid_240", out=tempfile.mkdtemp(prefix="fsg"))
     wall = time.perf_counter() - start
-    print(f"grid_240 ({GRID_UE_ROUNDS:,} UE-rounds on {cores} cores):")
+    print(f"grid_240 ({GRID_UE_ROUNDS:,} UE-rounds on {cores} cores; plain loop {1e3 * per_ue_round:.3f} ms per "
+          "UE-round, median of 7 runs of 20 UEs x 100 rounds):")
     print(ratio_line("wall       ", wall, floor, 2.0))
     if flower_rounds:
         from bench_ray_vs_flower import flower_rounds as flower
