@@ -10,8 +10,9 @@ sample; ``--device cuda`` runs every side on a GPU.
 The **reference** is the physical floor on this machine: one thread, float64, for every round a
 full-batch ``synthetic-logreg`` gradient per UE (``Workload.stochastic_grad``), the superposition
 sum_n q_n g_n, one common and one per-UE Gaussian noise vector, every UE's own-model update, and the
-training loss of the average model (with X^T onehot(Y), a constant of the data, taken from the
-workload's cache as fedsim takes it; before 2026-12-07 the loop recomputed it every round). fedsim
+training loss of the average model (with X^T onehot(Y) and the largest row norm, constants of the
+data, taken from the workload's cache as fedsim takes them; before 2026-12-07 the loop recomputed
+X^T onehot(Y) every round). fedsim
 runs ``serverfree-relay`` on the same workload (inline engine, no checkpoints), which is the same
 work plus its engine, its channel model and its metrics: every round the average model (train and
 test) and a seeded sample of ``eval_ue_sample`` UE-held models (train and test). Arms: the per-UE
@@ -75,7 +76,7 @@ def plain_loop(cfg: ExperimentConfig, sigma: float = 1e-3) -> float:
     q = wl.ue_weights().to(wl.dtype).to(wl.device).tolist()
     gen = torch.Generator(device=wl.device).manual_seed(0)
     models = [wl.init_params().to(wl.device) for _ in range(n)]
-    xty = wl.xty("train")  # a constant of the data, as fedsim caches it
+    xty, x_norm = wl.ce_constants("train")  # constants of the data, as fedsim caches them
     start = time.perf_counter()
     for r in range(cfg.rounds):
         grads = [wl.stochastic_grad(models[u], u, r) for u in range(n)]
@@ -87,7 +88,7 @@ def plain_loop(cfg: ExperimentConfig, sigma: float = 1e-3) -> float:
             noise = torch.randn(s.shape, generator=gen, dtype=s.dtype, device=s.device)
             models[u].sub_(s + sigma * noise, alpha=eta)
         avg = sum(qu * m for qu, m in zip(q, models, strict=True))
-        float(ce_many(avg.unsqueeze(0), wl.x_train, wl.y_train, with_accuracy=False, xty=xty)[0][0])
+        float(ce_many(avg.unsqueeze(0), wl.x_train, wl.y_train, False, xty, x_norm)[0][0])
     return (time.perf_counter() - start) / cfg.rounds
 
 

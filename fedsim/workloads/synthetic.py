@@ -219,7 +219,7 @@ class SyntheticLogreg(Workload):
     def objective(self, w: torch.Tensor) -> float:
         """f(w) = mean training CE over all UEs + (l2/2)||w||^2."""
         return float(
-            ce_many(w.to(_DT).unsqueeze(0), self.x_train, self.y_train, False, *self._constants("train"))[0][0]
+            ce_many(w.to(_DT).unsqueeze(0), self.x_train, self.y_train, False, *self.ce_constants("train"))[0][0]
             + 0.5 * self.l2 * w.to(_DT).dot(w.to(_DT))
         )
 
@@ -239,8 +239,8 @@ class SyntheticLogreg(Workload):
         ``train_loss`` = f(w); ``gap`` = f(w) - f*; ``dist`` = ||w - w*||.
         """
         ws = ws.to(_DT)
-        test_ce, test_acc = ce_many(ws, self.x_test, self.y_test, True, *self._constants("test"))
-        train_ce, _ = ce_many(ws, self.x_train, self.y_train, False, *self._constants("train"))
+        test_ce, test_acc = ce_many(ws, self.x_test, self.y_test, True, *self.ce_constants("test"))
+        train_ce, _ = ce_many(ws, self.x_train, self.y_train, False, *self.ce_constants("train"))
         f = train_ce + 0.5 * self.l2 * (ws * ws).sum(1)
         dist = (ws - self.w_star).norm(dim=1)
         return [
@@ -255,7 +255,7 @@ class SyntheticLogreg(Workload):
         ]
 
     def xty(self, split: str) -> torch.Tensor:
-        """``_xty`` of the pooled ``"train"`` or ``"test"`` split, cached (recomputed on the data's
+        """``x_t_onehot`` of the pooled ``"train"`` or ``"test"`` split, cached (recomputed on the data's
         device after ``to_device``, so that the value is the one ``ce_many`` would compute there)."""
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
         cached = self._xty.get(split)
@@ -263,7 +263,7 @@ class SyntheticLogreg(Workload):
             cached = self._xty[split] = x_t_onehot(x, y)
         return cached
 
-    def _constants(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def ce_constants(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``xty(split)`` and the split's largest feature-row norm: the data constants of ``ce_many``."""
         x = self.x_train if split == "train" else self.x_test
         norm = self._x_norm.get(split)
