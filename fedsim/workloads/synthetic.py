@@ -33,7 +33,8 @@ _DT = torch.float64
 _STD_X = np.arange(1, NUM_FEATURES + 1, dtype=np.float64) ** -0.6  # sqrt of j^-1.2
 # Elements (float64) per temporary of stochastic_grad_many's gathered minibatch features, ~32 MB.
 _CHUNK_LOGITS = CHUNK_LOGITS
-# Padded full batches kept for stochastic_grad_many (a 20-UE grid variant needs ~3 MB).
+# Padded full batches kept per workload by stochastic_grad_many (a 20-UE grid variant needs ~3 MB;
+# outside registry.SHARED_BYTES, which counts a workload when it is first kept).
 _PADDED_CACHE_BYTES = 64 << 20
 
 
