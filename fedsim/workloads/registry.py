@@ -8,15 +8,14 @@ subclass, plus one line in :data:`WORKLOADS`, or an entry point in the group
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
-import numpy as np
 import torch
 
 from channels import Registry
 from channels.registry import params_model
 from fedsim.workloads.base import Workload, WorkloadConfig
+from fedsim.workloads.keep import keep_recent, recall
 
 WORKLOADS: Registry[type[WorkloadConfig]] = Registry("workload", {
     "synthetic-logreg": "fedsim.workloads.synthetic:SyntheticLogregConfig",
@@ -50,7 +49,7 @@ def parse_workload_config(data: Any) -> WorkloadConfig:
 
 #: Bytes of tensors the built workloads kept for reuse may hold together (:func:`build_workload`).
 SHARED_BYTES = 256 << 20
-_shared: OrderedDict[tuple[Any, ...], Workload] = OrderedDict()
+_shared: dict[tuple[Any, ...], Workload] = {}
 
 
 def build_workload(cfg: WorkloadConfig, seed: int, device: str | torch.device = "cpu") -> Workload:
@@ -64,45 +63,15 @@ def build_workload(cfg: WorkloadConfig, seed: int, device: str | torch.device = 
     :data:`SHARED_BYTES` of tensors are kept, the least recently used dropped first."""
     device = torch.device(device)
     key = (type(cfg).__qualname__, cfg.model_dump_json(), int(seed), str(device), torch.get_num_threads())
-    if (kept := _shared.get(key)) is not None:
-        _shared.move_to_end(key)
+    if (kept := recall(_shared, key)) is not None:
         return kept
     workload = cfg.build(int(seed))
     workload = workload if device.type == "cpu" else workload.to_device(device)
     if workload.shareable:
-        _keep(key, workload)
+        keep_recent(_shared, key, workload, SHARED_BYTES)
     return workload
-
-
-def _keep(key: tuple[Any, ...], workload: Workload) -> None:
-    size = tensor_bytes(workload)
-    if size > SHARED_BYTES:
-        return
-    _shared[key] = workload
-    while sum(tensor_bytes(w) for w in _shared.values()) > SHARED_BYTES:
-        _shared.popitem(last=False)
 
 
 def forget_built_workloads() -> None:
     """Drop every kept workload (tests that need fresh builds; memory)."""
     _shared.clear()
-
-
-def tensor_bytes(obj: Any, depth: int = 2) -> int:
-    """Bytes of the torch tensors and numpy arrays ``obj`` holds in its attributes, lists, tuples
-    and dicts (``depth`` levels down)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.element_size() * obj.nelement()
-    if isinstance(obj, np.ndarray):
-        return int(obj.nbytes)
-    if depth < 0:
-        return 0
-    if isinstance(obj, dict):
-        items: Any = obj.values()
-    elif isinstance(obj, list | tuple):
-        items = obj
-    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
-        items = vars(obj).values()
-    else:
-        return 0
-    return sum(tensor_bytes(v, depth - 1) for v in items)

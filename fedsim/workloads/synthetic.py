@@ -25,6 +25,7 @@ from pydantic import Field
 
 from channels.rng import numpy_generator, torch_generator
 from fedsim.workloads.base import TheoryConstants, Workload, WorkloadConfig
+from fedsim.workloads.keep import keep_recent, recall
 from fedsim.workloads.synthetic_ce import CHUNK_LOGITS, NUM_CLASSES, NUM_FEATURES, ce_many, x_t_onehot
 from fedsim.workloads.synthetic_optima import local_optima, minimise
 
@@ -147,7 +148,6 @@ class SyntheticLogreg(Workload):
         self._theory: TheoryConstants | None = None
         self._xty: dict[str, torch.Tensor] = {}
         self._x_norm: dict[str, torch.Tensor] = {}
-        # insertion-ordered (oldest first); a plain dict, since to_device rebuilds dicts as dicts
         self._padded: dict[tuple, list[tuple[torch.Tensor, ...]]] = {}
 
     # -- data access ----------------------------------------------------------------------
@@ -214,9 +214,8 @@ class SyntheticLogreg(Workload):
         picks = [self.batch_rows(n, step) for n in ues]  # None: all of the UE's rows
         full = all(p is None for p in picks)
         key = (tuple(ues), str(self.device))
-        if full and key in self._padded:
-            self._padded[key] = self._padded.pop(key)  # now the most recently used
-            return self._padded[key]
+        if full and (kept := recall(self._padded, key)) is not None:
+            return kept
         starts = [self.offsets[n] for n in ues]
         sizes = [self.counts[n] if p is None else len(p) for n, p in zip(ues, picks, strict=True)]
         batches = []
@@ -227,15 +226,8 @@ class SyntheticLogreg(Workload):
             weights = (mask / mask.sum(1, keepdim=True)).unsqueeze(-1)
             batches.append((bucket, self.x_train[idx], self.y_train[idx], weights))
         if full:
-            self._keep_padded(key, batches)
+            keep_recent(self._padded, key, batches, _PADDED_CACHE_BYTES)
         return batches
-
-    def _keep_padded(self, key: tuple, batches: list[tuple[torch.Tensor, ...]]) -> None:
-        """Keep ``batches`` as the most recently used, then drop the oldest beyond the budget."""
-        self._padded[key] = batches
-        while sum(t.numel() * t.element_size() for v in self._padded.values() for b in v for t in b) \
-                > _PADDED_CACHE_BYTES:
-            del self._padded[next(iter(self._padded))]
 
     def _grad_bucket(self, ws: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Gradients of the rows of ``ws [m, 610]`` on the padded minibatches ``x [m, B, 61]``,

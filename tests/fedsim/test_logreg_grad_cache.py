@@ -64,6 +64,14 @@ def test_cache_stays_within_its_budget(monkeypatch):
         assert sum(_bytes(v) for v in wl._padded.values()) <= budget
         assert next(reversed(wl._padded)) == (tuple(ues), "cpu")
     assert len(wl._padded) < 4  # four distinct subsets were used: something was dropped
+    everyone = list(range(8))
+    held = dict(list(wl._padded.items())[-1:])  # the most recent subset only
+    too_large = _bytes(wl._padded_batches(everyone, 0)) - 1
+    wl._padded = dict(held)
+    monkeypatch.setattr(synthetic, "_PADDED_CACHE_BYTES", too_large)
+    assert sum(_bytes(v) for v in held.values()) <= synthetic._PADDED_CACHE_BYTES
+    _check(wl, everyone, 8, seed=30)  # too large to keep: computed, and what is kept stays
+    assert wl._padded == held
     monkeypatch.setattr(synthetic, "_PADDED_CACHE_BYTES", 10)  # nothing fits: computed, not kept
     wl._padded.clear()
     _check(wl, [0, 1], 9, seed=20)

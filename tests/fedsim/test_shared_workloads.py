@@ -15,6 +15,7 @@ from fedsim.config import apply_overrides, validate
 from fedsim.results.rundir import load_run
 from fedsim.runner import run_experiment
 from fedsim.workloads import build_workload
+from fedsim.workloads.keep import tensor_bytes
 from fedsim.workloads.quadratic import Quadratic
 from fedsim.workloads.synthetic import SyntheticLogreg
 
@@ -43,7 +44,7 @@ def test_only_shareable_workloads_within_the_byte_budget_are_kept(monkeypatch: p
     assert build_workload(_cfg(), 0) is not build_workload(_cfg(), 0)
     monkeypatch.setattr(Quadratic, "shareable", True)
     wl = build_workload(_cfg(), 0)
-    size = registry.tensor_bytes(wl)
+    size = tensor_bytes(wl)
     assert size == sum(t.element_size() * t.nelement() for t in (wl.a, wl.b, wl.q, wl.w_star))
     monkeypatch.setattr(registry, "SHARED_BYTES", size * 2)  # room for two: the least recently used goes
     b, c = build_workload(_cfg(), 1), build_workload(_cfg(), 2)
