@@ -146,8 +146,7 @@ class SyntheticLogreg(Workload):
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
         self.w_star, self.f_star = _minimise(self.x_train, self.y_train, self.l2)
         self._theory: TheoryConstants | None = None
-        self._xty: dict[str, torch.Tensor] = {}
-        self._x_norm: dict[str, torch.Tensor] = {}
+        self._ce: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._padded: dict[tuple, list[tuple[torch.Tensor, ...]]] = {}
 
     # -- data access ----------------------------------------------------------------------
@@ -277,21 +276,18 @@ class SyntheticLogreg(Workload):
         ]
 
     def xty(self, split: str) -> torch.Tensor:
-        """``x_t_onehot`` of the pooled ``"train"`` or ``"test"`` split, cached (recomputed on the data's
-        device after ``to_device``, so that the value is the one ``ce_many`` would compute there)."""
-        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
-        cached = self._xty.get(split)
-        if cached is None or cached.device != x.device:
-            cached = self._xty[split] = x_t_onehot(x, y)
-        return cached
+        """``x_t_onehot`` of the pooled ``"train"`` or ``"test"`` split (cached: ``ce_constants``)."""
+        return self.ce_constants(split)[0]
 
     def ce_constants(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``xty(split)`` and the split's largest feature-row norm: the data constants of ``ce_many``."""
-        x = self.x_train if split == "train" else self.x_test
-        norm = self._x_norm.get(split)
-        if norm is None or norm.device != x.device:
-            norm = self._x_norm[split] = torch.linalg.vector_norm(x, dim=1).max()
-        return self.xty(split), norm
+        """The data constants of ``ce_many`` for the pooled ``"train"`` or ``"test"`` split:
+        X^T onehot(Y) and the largest feature-row norm, cached (computed afresh should the data be on
+        another device than the cached values)."""
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+        cached = self._ce.get(split)
+        if cached is None or cached[0].device != x.device:
+            cached = self._ce[split] = (x_t_onehot(x, y), torch.linalg.vector_norm(x, dim=1).max())
+        return cached
 
     def theory_constants(self) -> TheoryConstants:
         """mu = l2 (exact); L = max_n 0.5 lambda_max(X~_n^T X~_n / n) + l2 (bound); w*, f*
