@@ -15,7 +15,10 @@ from fedsim.runner import run_experiment
 
 LOGREG = "workload={name='synthetic-logreg', num_ues=6, batch_size=8}"
 QUAD = "workload={name='quadratic', num_ues=6, dim=5, grad_noise=0.1, hessian='heterogeneous'}"
-NOISY = ["channel.scale=0.05", "channel.fading='rayleigh'", "channel.h_th=0.3"]
+#: SaS interference at every receiver (the relay's default adds per-UE downlink noise, so every UE's
+#: estimate differs), Rayleigh fading with truncation
+NOISY = ["channel.interference={name='sas', alpha=1.5}", "channel.scale=0.05", "channel.fading='rayleigh'",
+         "channel.h_th=0.3"]
 FAULTY = ["faults.unavailable=0.3", "strategy.fraction=0.5"]
 
 

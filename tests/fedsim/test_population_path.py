@@ -1,7 +1,9 @@
 """The population path (``engine.population``): a round as one tensor program, without per-UE
 ClientApp calls. Its numbers equal the per-UE path on every strategy, receiver, transmission and
-fault setting, gradient descent on quadratics and a hand-written D2D loop (digital FedAvg:
-``test_batched_serverfree.py``); its checkpoints resume on either path."""
+fault setting and on the channel's parts (interference laws and modes, fading, CSI error, power
+control, rho, the relay's downlink, quantisation), gradient descent on quadratics and a
+hand-written D2D loop (digital FedAvg: ``test_batched_serverfree.py``); its checkpoints resume on
+either path."""
 
 from __future__ import annotations
 
@@ -68,6 +70,32 @@ SERVER_CASES = {
                              "train.local_steps=2", *NOISY, "faults.nan_at=[[2, 3]]", "faults.policy='skip-round'"],
 }
 
+#: the channel's parts and options on each receiver (relay, D2D, ideal D2D, server, digital)
+CHANNEL_CASES = {
+    "relay-gaussian-per-ue-downlink": [LOGREG, "strategy.name='serverfree-relay'", "train.local_steps=2", *FAULTY,
+                                       "channel.interference='gaussian'", "channel.gsnr_db=15.0",
+                                       "channel.interference_mode='per_ue'", "channel.fading='rayleigh'",
+                                       "channel.downlink_scale=2.0", "channel.downlink_h_th=0.8"],
+    "relay-common-rician-csi-norm": [QUAD, "strategy.name='serverfree-relay'", "train.local_steps=2",
+                                     "channel.interference={name='sas', alpha=1.2}", "channel.dispersion=0.01",
+                                     "channel.interference_mode='common'", "channel.fading={name='rician', k=3.0}",
+                                     "channel.csi_error=0.05", "channel.rho='norm'"],
+    "d2d-sas-none-power-cotaf": [LOGREG, "strategy.name='serverfree-d2d'", "train.local_steps=2",
+                                 "channel.interference={name='sas', alpha=1.8}", "channel.gsnr_db=20.0",
+                                 "channel.fading={name='rician', k=4.0}", "channel.power_control='none'",
+                                 "channel.rho='cotaf'"],
+    "d2d-ideal-gaussian-rho-lr": [QUAD, "strategy.name='serverfree-d2d-ideal'", "train.local_steps=1",
+                                  "strategy.transmit='gradient'", "train.lr.schedule='inverse'",
+                                  "channel.interference='gaussian'", "channel.scale=0.05", "channel.rho='fixed'",
+                                  "channel.rho_growth='lr'", "channel.power_control='phase'"],
+    "ota-sas-rician-csi-unbounded": [LOGREG, "strategy.name='server-ota'", "train.local_steps=2", *FAULTY,
+                                     "channel.interference={name='sas', alpha=1.3}", "channel.gsnr_db=10.0",
+                                     "channel.fading={name='rician', k=1.0}", "channel.csi_error=0.1",
+                                     "channel.rho='fixed-unbounded'"],
+    "digital-quantised": [LOGREG, "strategy.name='server-digital'", "train.local_steps=2", *FAULTY,
+                          "channel.quant_bits=3"],
+}
+
 
 def _count_ue_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """ClientApp train calls from now on."""
@@ -77,10 +105,13 @@ def _count_ue_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize("case", [*CASES, *FAULT_CASES, *OVERLAP_CASES, *SERVER_CASES])
+EQUAL_CASES = {**CASES, **FAULT_CASES, **OVERLAP_CASES, **SERVER_CASES, **CHANNEL_CASES}
+
+
+@pytest.mark.parametrize("case", list(EQUAL_CASES))
 def test_population_equals_the_per_ue_path_without_ue_calls(
         tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    extra = CASES.get(case) or FAULT_CASES.get(case) or OVERLAP_CASES.get(case) or SERVER_CASES[case]
+    extra = EQUAL_CASES[case]
     per_ue = _run(tmp_path, "per-ue", *extra)
     calls = _count_ue_calls(monkeypatch)
     population = _run(tmp_path, "population", POP, *extra)
@@ -104,6 +135,18 @@ def test_the_fault_cases_exercise_their_faults(tmp_path: Path) -> None:
     d2d = rows["d2d-straggler-trace"]
     assert d2d[1]["injected"] == {"unavailable": [2], "straggler": [1]}
     assert d2d[1]["participants"] == 4  # UE 1 missed the deadline, UE 2 was unavailable
+
+
+def test_the_channel_cases_exercise_their_parts(tmp_path: Path) -> None:
+    """The channel cases are not vacuous: the analog receivers see interference, the relay's
+    downlink threshold drops UEs, and per-UE downlink noise leaves the UE models apart."""
+    rows = {case: _run(tmp_path, case, POP, *extra)[0] for case, extra in CHANNEL_CASES.items()}
+    for case, rows_of_case in rows.items():
+        if case != "digital-quantised":
+            assert all(r["noise_scale"] > 0 for r in rows_of_case[1:]), case  # row 0: the initial models
+    assert sum(r["downlink_dropouts"] for r in rows["relay-gaussian-per-ue-downlink"][1:]) > 0
+    assert rows["relay-common-rician-csi-norm"][-1]["consensus"] < 1e-12  # one common estimate
+    assert rows["relay-gaussian-per-ue-downlink"][-1]["consensus"] > 1.0
 
 
 def test_population_server_digital_on_quadratics_is_gradient_descent(tmp_path: Path) -> None:
