@@ -60,7 +60,8 @@ def test_only_shareable_workloads_within_the_byte_budget_are_kept(monkeypatch: p
 def _run(tmp_path: Path, name: str, workload: str, *extra: str) -> list[dict]:
     cfg = validate(apply_overrides({}, [
         "engine.name='inline'", "output.plot=false", f"output.dir={str(tmp_path / name)!r}", "rounds=4", workload,
-        "strategy.name='serverfree-relay'", "train.local_steps=2", "channel.fading='rayleigh'", *extra]))
+        "strategy.name='serverfree-relay'", "train.local_steps=2", "channel.fading='rayleigh'",
+        "channel.interference={name='sas', alpha=1.5}", *extra]))  # the GSNRs below differ in earnest
     return load_run(run_experiment(cfg, quiet=True)).metrics
 
 
@@ -72,10 +73,11 @@ def test_a_run_on_a_shared_workload_has_the_numbers_of_a_fresh_build(
     built: list[int] = []
     init = cls.__init__
     monkeypatch.setattr(cls, "__init__", lambda self, *a: (built.append(1), init(self, *a))[1])
-    _run(tmp_path, "first", workload, "channel.gsnr_db=10.0")
+    first_rows = _run(tmp_path, "first", workload, "channel.gsnr_db=10.0")
     first = len(built)
     shared = _run(tmp_path, "shared", workload, "channel.gsnr_db=20.0")
     assert first >= 1 and len(built) == first  # the second run built nothing
+    assert shared[-1]["loss"] != first_rows[-1]["loss"]  # another channel: other numbers
     registry.forget_built_workloads()
     fresh = _run(tmp_path, "fresh", workload, "channel.gsnr_db=20.0")
     for a, b in zip(shared, fresh, strict=True):
