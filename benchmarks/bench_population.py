@@ -5,7 +5,8 @@ Run: ``python benchmarks/bench_population.py`` (1,000 UEs x 100 rounds: a few mi
 ``--arms pop8 sparse`` runs only those fedsim arms beside the loop;
 ``--overlap`` adds the overlapped relay on the per-UE and population paths;
 ``--grid`` adds ``grid_240`` against the loop cost of its UE-rounds and a scaled plain-Flower
-sample; ``--device cuda`` runs every side on a GPU.
+sample (``--grid-samples 8 4`` runs it again with that many UE-held models scored per round);
+``--device cuda`` runs every side on a GPU.
 
 The **reference** is the physical floor on this machine: one thread, float64, for every round a
 full-batch ``synthetic-logreg`` gradient per UE (``Workload.stochastic_grad``), the superposition
@@ -191,20 +192,25 @@ def overlapped(ues: int, rounds: int, device: str) -> None:
               f"-> {per_ue[key] / pop[key]:5.2f}x faster")
 
 
-def grid(device: str, flower_rounds: int) -> None:
-    """grid_240's wall time against the plain-loop cost of its UE-rounds on every core."""
+def grid(device: str, flower_rounds: int, samples: list[int]) -> None:
+    """grid_240's wall time against the plain-loop cost of its UE-rounds on every core; then, for
+    each of ``samples``, the grid again with that many UE-held models scored per round."""
     from fedsim.api import run
 
     cores = os.cpu_count() or 1
     # one 20-UE loop run is half a second, and single runs vary by +-20 %: the median of seven
     per_ue_round = statistics.median(plain_loop(relay_config(20, 100, device)) / 20 for _ in range(7))
     floor = per_ue_round * GRID_UE_ROUNDS / cores
-    start = time.perf_counter()
-    run("grid_240", out=tempfile.mkdtemp(prefix="fsg"))
-    wall = time.perf_counter() - start
     print(f"grid_240 ({GRID_UE_ROUNDS:,} UE-rounds on {cores} cores; plain loop {1e3 * per_ue_round:.3f} ms per "
           "UE-round, median of 7 runs of 20 UEs x 100 rounds):")
-    print(ratio_line("wall       ", wall, floor, 2.0))
+    wall = 0.0
+    for sample in [0, *samples]:
+        start = time.perf_counter()
+        run("grid_240", [f"eval_ue_sample={sample}"] if sample else [], out=tempfile.mkdtemp(prefix="fsg"))
+        took = time.perf_counter() - start
+        wall = wall or took
+        label = "all 20 UE-held models scored" if not sample else f"{sample} of 20 scored (eval_ue_sample)"
+        print(ratio_line(f"wall, {label:<34}", took, floor, 2.0))
     if flower_rounds:
         from bench_ray_vs_flower import flower_rounds as flower
 
@@ -229,6 +235,8 @@ def main() -> None:
     ap.add_argument("--overlap", action="store_true", help="also the overlapped relay on both paths")
     ap.add_argument("--grid", action="store_true", help="also grid_240 and the plain-Flower sample")
     ap.add_argument("--flower-rounds", type=int, default=20, help="rounds of the Flower sample (0: skip)")
+    ap.add_argument("--grid-samples", type=int, nargs="*", default=[],
+                    help="with --grid: run the grid again with this many UE-held models scored per round")
     args = ap.parse_args()
     torch.set_num_threads(1)
     load = os.getloadavg()
@@ -239,7 +247,7 @@ def main() -> None:
         if args.overlap:
             overlapped(ues, args.rounds, args.device)
     if args.grid:
-        grid(args.device, args.flower_rounds)
+        grid(args.device, args.flower_rounds, args.grid_samples)
 
 
 if __name__ == "__main__":
