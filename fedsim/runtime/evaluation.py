@@ -56,15 +56,21 @@ def _evaluate_stacked(workload: Workload, ues: list[int], W: torch.Tensor, weigh
     return row
 
 
+#: The spread of a metric over the UE-held models: min, p10, median, p90, max.
+QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
+
+
 def spread(per_ue: list[dict[str, Any]]) -> dict[str, float]:
     """For every numeric metric the UEs' models have: the median (under the metric's own name) and
-    ``ue_<metric>_min/p10/p90/max``."""
-    out: dict[str, float] = {}
+    ``ue_<metric>_min/p10/p90/max`` (a metric some models lack: over those that have it)."""
     keys = [k for k, v in per_ue[0].items() if isinstance(v, int | float) and not isinstance(v, bool)]
-    for key in keys:
-        vals = np.array([m[key] for m in per_ue if key in m], dtype=np.float64)
-        lo, p10, med, p90, hi = np.quantile(vals, [0.0, 0.1, 0.5, 0.9, 1.0])
-        out[key] = float(med)
-        out.update({f"ue_{key}_min": float(lo), f"ue_{key}_p10": float(p10), f"ue_{key}_p90": float(p90),
-                    f"ue_{key}_max": float(hi)})
+    if all(k in m for m in per_ue for k in keys):  # one quantile call for every metric
+        columns = np.quantile(np.array([[m[k] for k in keys] for m in per_ue], dtype=np.float64), QUANTILES, axis=0)
+    else:
+        columns = np.array([np.quantile(np.array([m[k] for m in per_ue if k in m], dtype=np.float64), QUANTILES)
+                            for k in keys]).reshape(-1, len(QUANTILES)).T
+    out: dict[str, float] = {}
+    for key, (lo, p10, med, p90, hi) in zip(keys, columns.T.tolist(), strict=True):
+        out[key] = med
+        out.update({f"ue_{key}_min": lo, f"ue_{key}_p10": p10, f"ue_{key}_p90": p90, f"ue_{key}_max": hi})
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,23 @@ def test_held_models_in_ue_order_are_evaluated_as_stacked() -> None:
         held = HeldModels(W[holders].clone(), list(holders))
         ref = evaluate_population(wl, held.as_dict(), wl.ue_weights(), sample=4, seed=2, round=3)
         assert evaluate_held(wl, held, sample=4, seed=2, round=3) == ref
+
+
+def test_spread_is_the_quantiles_of_each_metric_by_hand() -> None:
+    """Eleven UE models with loss 0..10 and accuracy 10..0: min, p10, median, p90 and max by
+    numpy's linear rule (p10 of 0..10 is 1); a metric a model lacks is spread over the others; a
+    NaN makes that metric's spread NaN; booleans and strings are not metrics."""
+    from fedsim.runtime.evaluation import spread
+
+    per_ue = [{"loss": float(v), "accuracy": 10.0 - v, "flag": True, "name": "x"} for v in range(11)]
+    out = spread(per_ue)
+    assert [out[k] for k in ("ue_loss_min", "ue_loss_p10", "loss", "ue_loss_p90", "ue_loss_max")] == [
+        0.0, 1.0, 5.0, 9.0, 10.0]
+    assert [out[k] for k in ("ue_accuracy_min", "ue_accuracy_p10", "accuracy", "ue_accuracy_max")] == [
+        0.0, 1.0, 5.0, 10.0]
+    assert not any("flag" in k or "name" in k for k in out)
+    del per_ue[3]["accuracy"]  # accuracies left: 0..10 without 7
+    per_ue[0]["loss"] = float("nan")
+    out = spread(per_ue)
+    assert (out["ue_accuracy_p10"], out["accuracy"], out["ue_accuracy_p90"]) == pytest.approx((0.9, 4.5, 9.1))
+    assert math.isnan(out["loss"]) and math.isnan(out["ue_loss_max"])
