@@ -24,8 +24,8 @@ from rich.progress import (
 from fedsim.config import ExperimentConfig, to_toml_dict
 from fedsim.errors import ConfigError, FedsimError, RunDirError, RunInterrupted
 from fedsim.parallel import pack_run_dir, run_or_continue, run_parallel, unpack_run_dir
-from fedsim.plots import plot_runs
-from fedsim.results.rundir import atomic_write_text, dumps, read_metrics, stamped_dir
+from fedsim.plots import load_runs, plot_runs
+from fedsim.results.rundir import atomic_write_text, dumps, stamped_dir
 from fedsim.results.sweepdir import INDEX, read_index, variant_run_dirs
 from fedsim.sweep.expand import Variant
 from fedsim.sweep.preflight import preflight_sweep
@@ -227,15 +227,20 @@ def _write_index(sweep_dir: Path, index: dict[str, Any]) -> None:
 
 
 def _plot_sweep(sweep_dir: Path, index: dict[str, Any]) -> None:
-    dirs = [d for d in variant_run_dirs(sweep_dir) if read_metrics(d / "metrics.jsonl")]
-    if not dirs:
-        return
     try:
-        plot_runs(dirs, x="round", out=sweep_dir / "figures" / "convergence")
-        plot_runs(dirs, x="sim_time", out=sweep_dir / "figures" / "convergence-sim_time")
+        started = [d for d in variant_run_dirs(sweep_dir) if _size(d / "metrics.jsonl")]
+        runs = [r for r in load_runs(started) if r.metrics]  # read once for both figures
+        if not runs:
+            return
+        plot_runs(runs, x="round", out=sweep_dir / "figures" / "convergence")
+        plot_runs(runs, x="sim_time", out=sweep_dir / "figures" / "convergence-sim_time")
     except FedsimError as exc:  # a figure is a convenience; the runs are already on disk
         index["plot_error"] = str(exc)
         _write_index(sweep_dir, index)
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 def _progress() -> Any:

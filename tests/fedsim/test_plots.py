@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from fedsim import figstyle
 from fedsim.errors import FedsimError
-from fedsim.plots import SEED_BAND, UE_BAND, convergence_figure, plot_runs
+from fedsim.plots import SEED_BAND, UE_BAND, convergence_figure, load_runs, plot_runs
 
 GAUSS = {"name": "gaussian"}
 SAS = {"name": "sas", "alpha": 1.5, "vector": "iid", "draws": "common"}
@@ -128,6 +128,30 @@ def test_seed_band_only_with_two_or_more_seeds(tmp_path: Path) -> None:
     fig = convergence_figure(three + [make_run(tmp_path, f"o{s}", seed=s) for s in range(3)], metrics=["gap"])
     assert len(bands(fig.axes[0])) == 2
     assert fig.legends[0].get_title().get_text() == "median and IQR over n = 3 seeds"
+
+
+def test_seed_band_is_the_interquartile_range_by_hand(tmp_path: Path) -> None:
+    """Four seeds with gap (1 + 0.1 s)/(r + 1): numpy's linear quartiles of {1.0, 1.1, 1.2, 1.3}
+    are 1.075 and 1.225; once seed 2 has no gap in round 5 they are those of {1.0, 1.1, 1.3}
+    there, 1.05 and 1.2. Runs already loaded draw the same band as their folders."""
+    runs = [make_run(tmp_path, f"s{s}", strategy="serverfree-relay", seed=s) for s in range(4)]
+
+    def band_points(items: list) -> set[tuple[float, float]]:
+        [band] = bands(convergence_figure(items, metrics=["gap"]).axes[0])
+        return {(round(float(x), 9), round(float(y), 9)) for x, y in band.get_paths()[0].vertices}
+
+    def quartiles_at(points: set[tuple[float, float]], r: int, lo: float, hi: float) -> bool:
+        return (r, round(lo / (r + 1), 9)) in points and (r, round(hi / (r + 1), 9)) in points
+
+    complete = band_points(runs)
+    assert all(quartiles_at(complete, r, 1.075, 1.225) for r in range(1, ROUNDS + 1))
+    assert band_points(load_runs(runs)) == complete
+    rows = [json.loads(line) for line in (runs[2] / "metrics.jsonl").read_text().splitlines()]
+    del rows[5]["gap"]
+    (runs[2] / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    missing = band_points(runs)
+    assert quartiles_at(missing, 5, 1.05, 1.2)
+    assert all(quartiles_at(missing, r, 1.075, 1.225) for r in range(1, ROUNDS + 1) if r != 5)
 
 
 def test_palette_and_line_styles_tell_groups_apart(four_groups: list[Path]) -> None:
