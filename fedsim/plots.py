@@ -22,8 +22,8 @@ from matplotlib.patches import Patch
 from fedsim import figstyle
 from fedsim.errors import FedsimError
 from fedsim.results.labels import differing_keys, flatten
-from fedsim.results.rundir import RunData, load_run
-from fedsim.results.sweepdir import expand_run_dirs
+from fedsim.results.rundir import RunData
+from fedsim.results.sweepdir import Runs, load_runs
 
 DEFAULT_METRICS = ("loss", "accuracy", "gap")
 LOG_METRICS = figstyle.LOG_METRICS
@@ -64,18 +64,6 @@ def _aligned(runs: list[RunData], metric: str, x: str) -> tuple[np.ndarray, np.n
     return xs, ys
 
 
-#: What the figures take: run directories, sweep folders (all their variants) or runs already loaded.
-Runs = Sequence[str | Path | RunData]
-
-
-def load_runs(items: Runs) -> list[RunData]:
-    """``items`` loaded, a sweep folder as its variants' runs (a :class:`RunData` is taken as it is)."""
-    runs: list[RunData] = []
-    for item in items:
-        runs += [item] if isinstance(item, RunData) else [load_run(p) for p in expand_run_dirs([item])]
-    return runs
-
-
 def _load(run_dirs: Runs, metrics: Sequence[str] | None, x: str) -> tuple[list[RunData], list[str]]:
     if x not in ("round", "sim_time"):
         raise FedsimError(f"--x must be 'round' or 'sim_time', got {x!r}")
@@ -101,7 +89,8 @@ def convergence_figure(run_dirs: Runs, *, metrics: Sequence[str] | None = None,
     (server-free, overlap) the line is the median over the UEs' own models, a single seed shows
     their 10–90 % spread as a band, and the virtual average (held by no UE) is a thin dashed reference.
     Rates against rounds (gap, distance) are on log-log axes. A sweep folder stands for all of its
-    variants' run directories; runs already loaded (:func:`load_runs`) are drawn as they are.
+    variants' run directories; runs already loaded
+    (:func:`fedsim.results.sweepdir.load_runs`) are drawn as they are.
     """
     runs, metrics = _load(run_dirs, metrics, x)
     groups = group_runs(runs)

@@ -13,8 +13,8 @@ import numpy as np
 from channels import ChannelConfig
 from fedsim.errors import FedsimError
 from fedsim.results.labels import differing_keys, flatten, label_of
-from fedsim.results.rundir import RunData, load_run
-from fedsim.results.sweepdir import expand_run_dirs
+from fedsim.results.rundir import RunData
+from fedsim.results.sweepdir import load_runs
 
 _LEVEL_KEYS = ("channel.scale", "channel.dispersion", "channel.gsnr_db")
 #: Hitting times use a causal running median, so one lucky round does not count as reaching.
@@ -77,7 +77,7 @@ def load_groups(paths: Sequence[str | Path]) -> tuple[list[Group], list[str]]:
     for p in paths:
         if not Path(p).exists():
             raise FedsimError(f"{p}: no such run directory or sweep folder")
-    runs = [load_run(p) for p in expand_run_dirs(list(paths))]
+    runs = load_runs(paths)
     runs = [r for r in runs if r.metrics]
     if not runs:
         raise FedsimError("none of these run directories has any metrics yet")

@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fedsim.errors import RunDirError
+from fedsim.results.rundir import RunData, load_run
 
 INDEX = "index.json"
 
@@ -63,6 +65,18 @@ def expand_run_dirs(paths: list[str | Path] | tuple[str | Path, ...]) -> list[Pa
         else:
             out.append(Path(p))
     return out
+
+
+#: Runs given to be read: run directories, sweep folders (all their variants) or runs already loaded.
+Runs = Sequence[str | Path | RunData]
+
+
+def load_runs(items: Runs) -> list[RunData]:
+    """``items`` loaded, a sweep folder as its variants' runs (a :class:`RunData` is taken as it is)."""
+    runs: list[RunData] = []
+    for item in items:
+        runs += [item] if isinstance(item, RunData) else [load_run(p) for p in expand_run_dirs([item])]
+    return runs
 
 
 def sweep_table(sweep_dir: str | Path) -> list[dict[str, Any]]:

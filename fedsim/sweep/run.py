@@ -24,9 +24,9 @@ from rich.progress import (
 from fedsim.config import ExperimentConfig, to_toml_dict
 from fedsim.errors import ConfigError, FedsimError, RunDirError, RunInterrupted
 from fedsim.parallel import pack_run_dir, run_or_continue, run_parallel, unpack_run_dir
-from fedsim.plots import load_runs, plot_runs
+from fedsim.plots import plot_runs
 from fedsim.results.rundir import atomic_write_text, dumps, stamped_dir
-from fedsim.results.sweepdir import INDEX, read_index, variant_run_dirs
+from fedsim.results.sweepdir import INDEX, load_runs, read_index, variant_run_dirs
 from fedsim.sweep.expand import Variant
 from fedsim.sweep.preflight import preflight_sweep
 from fedsim.sweep.resume import DONE, is_done, resumable_run_dirs

@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 
 from fedsim import figstyle
 from fedsim.errors import FedsimError
-from fedsim.plots import SEED_BAND, UE_BAND, convergence_figure, load_runs, plot_runs
+from fedsim.plots import SEED_BAND, UE_BAND, convergence_figure, plot_runs
+from fedsim.results.sweepdir import load_runs
 
 GAUSS = {"name": "gaussian"}
 SAS = {"name": "sas", "alpha": 1.5, "vector": "iid", "draws": "common"}
