@@ -65,12 +65,13 @@ def spread(per_ue: list[dict[str, Any]]) -> dict[str, float]:
     ``ue_<metric>_min/p10/p90/max`` (a metric some models lack: over those that have it)."""
     keys = [k for k, v in per_ue[0].items() if isinstance(v, int | float) and not isinstance(v, bool)]
     if all(k in m for m in per_ue for k in keys):  # one quantile call for every metric
-        columns = np.quantile(np.array([[m[k] for k in keys] for m in per_ue], dtype=np.float64), QUANTILES, axis=0)
+        table = np.array([[m[k] for k in keys] for m in per_ue], dtype=np.float64)
+        per_key = np.quantile(table, QUANTILES, axis=0).T  # [metrics, quantiles]
     else:
-        columns = np.array([np.quantile(np.array([m[k] for m in per_ue if k in m], dtype=np.float64), QUANTILES)
-                            for k in keys]).reshape(-1, len(QUANTILES)).T
+        per_key = np.array([np.quantile(np.array([m[k] for m in per_ue if k in m], dtype=np.float64), QUANTILES)
+                            for k in keys]).reshape(-1, len(QUANTILES))
     out: dict[str, float] = {}
-    for key, (lo, p10, med, p90, hi) in zip(keys, columns.T.tolist(), strict=True):
+    for key, (lo, p10, med, p90, hi) in zip(keys, per_key.tolist(), strict=True):
         out[key] = med
         out.update({f"ue_{key}_min": lo, f"ue_{key}_p10": p10, f"ue_{key}_p90": p90, f"ue_{key}_max": hi})
     return out

@@ -32,8 +32,6 @@ from fedsim.workloads.synthetic_optima import local_optima, minimise
 TRAIN_FRACTION = 0.9
 _DT = torch.float64
 _STD_X = np.arange(1, NUM_FEATURES + 1, dtype=np.float64) ** -0.6  # sqrt of j^-1.2
-# Elements (float64) per temporary of stochastic_grad_many's gathered minibatch features, ~32 MB.
-_CHUNK_LOGITS = CHUNK_LOGITS
 # Padded full batches kept per workload by stochastic_grad_many (a 20-UE grid variant needs ~3 MB;
 # outside registry.SHARED_BYTES, which counts a workload when it is first kept).
 _PADDED_CACHE_BYTES = 64 << 20
@@ -319,13 +317,13 @@ class SyntheticLogreg(Workload):
 def _size_buckets(sizes: list[int], slack: float = 1.25) -> list[torch.Tensor]:
     """Indices of ``sizes`` grouped so that, within a group, the largest size is at most ``slack``
     times the smallest (padding wastes at most 25 %) and the padded features stay within
-    ``_CHUNK_LOGITS`` elements."""
+    ``CHUNK_LOGITS`` elements."""
     order = sorted(range(len(sizes)), key=sizes.__getitem__)
     buckets, first = [], 0
     for i in range(1, len(order) + 1):
         if i < len(order):
             small, big = sizes[order[first]], sizes[order[i]]
-            fits = (i + 1 - first) * big * (NUM_FEATURES + 1) <= _CHUNK_LOGITS
+            fits = (i + 1 - first) * big * (NUM_FEATURES + 1) <= CHUNK_LOGITS
             if big <= slack * small and fits:
                 continue
         buckets.append(torch.tensor(order[first:i], dtype=torch.long))

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 NUM_FEATURES = 60
 NUM_CLASSES = 10
 _DT = torch.float64
-# Elements (float64) per block of logits off CPU, ~32 MB.
+# Elements (float64) per block of logits off CPU, ~32 MB; also per temporary of the gathered minibatch
+# features in synthetic.SyntheticLogreg.stochastic_grad_many.
 CHUNK_LOGITS = 1 << 22
 # On CPU: blocks of logits of ~2 MB (cache-sized), and models per GEMM.
 BLOCK_LOGITS = 1 << 18
