@@ -8,7 +8,7 @@ from fedsim.workloads.synthetic import NUM_FEATURES, _size_buckets
 
 
 def test_buckets_partition_the_ues_with_bounded_padding(monkeypatch) -> None:
-    monkeypatch.setattr(synthetic, "_CHUNK_LOGITS", 61 * 4000)  # small, so the limit binds too
+    monkeypatch.setattr(synthetic, "CHUNK_LOGITS", 61 * 4000)  # small, so the limit binds too
     rng = np.random.default_rng(0)
     for _ in range(20):
         sizes = [int(s) for s in rng.lognormal(4.0, 1.0, size=int(rng.integers(1, 300))) + 1]
